@@ -1,0 +1,1 @@
+"""Keras networks and callbacks; every layer an audit inspects is named."""

@@ -1,0 +1,56 @@
+"""Small I/O helpers shared by the stages: atomic writes and Parquet file discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, **kwargs: Any) -> Path:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+    return Path(path)
+
+
+def write_json_atomic(obj: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(path)
+
+
+def list_parquet_files(root: Path) -> list[Path]:
+    """Every data file below `root` (a file, or a directory with hive partitions allowed), in a
+    stable order. Hidden and underscore files (`_SUCCESS`, `.x.tmp`) are skipped; anything else
+    is returned, so that a file which is not Parquet is named and set aside, never ignored."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+    )
