@@ -1,0 +1,145 @@
+"""The `summary.json` model: the machine contract of a run (DESIGN section 5).
+
+Every stage fills its own section with the records below; sections of stages that did not run
+are present and empty. `status` is derived from the findings: `fail` when any finding is an
+error, `warn` when any is a warning, else `pass`. The JSON schema is exported next to this
+module as `summary.schema.json` (`python -m schemas.summary` rewrites it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
+
+Severity = Literal["info", "warning", "error"]
+Status = Literal["pass", "warn", "fail"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Finding(_Record):
+    """One thing an audit found. `code` is a stable upper-case identifier (DEAD_UNITS, ...)."""
+
+    stage: str
+    severity: Severity
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    message: str
+    recommendation: str
+
+
+class DataSection(_Record):
+    rows_in: int = 0
+    rows_clean: int = 0
+    rows_quarantined: int = 0
+    users: int = 0
+    user_weeks: int = 0
+
+
+class LayerActivations(_Record):
+    name: str
+    units: int
+    dead_units: list[int]
+    dead_fraction: float
+    constant_units: list[int]
+    saturated_fraction: float
+
+
+class ActivationsSection(_Record):
+    layers: list[LayerActivations] = Field(default_factory=list)
+
+
+class GradientsSection(_Record):
+    output_layer: str | None = None
+    task: str | None = None
+    timestep: int | None = None
+    horizon_steps_back: int | None = None
+    horizon_steps_forward: int | None = None
+    horizon_hours: float | None = None
+    profile_file: str | None = None
+
+
+class SyntheticResult(_Record):
+    target: str
+    r2: float | None
+    baseline_r2: float | None
+    learned: bool
+
+
+class TaskMetrics(_Record):
+    task: str
+    n: int
+    auroc: float | None
+    auroc_ci: tuple[float, float] | None
+    baseline_auroc: float | None
+    corr_with_baseline: float | None
+
+
+class StratumMetrics(_Record):
+    column: str
+    value: str
+    task: str
+    n: int
+    auroc: float | None
+    auroc_ci: tuple[float, float] | None
+    delta_vs_rest: float | None
+    p_value: float | None
+    flagged: bool
+
+
+class TopLoss(_Record):
+    user_id: str
+    week_start: date
+    task: str
+    y_true: int
+    y_score: float
+    kind: Literal["FP", "FN"]
+
+
+class PredictionsSection(_Record):
+    tasks: list[TaskMetrics] = Field(default_factory=list)
+    strata: list[StratumMetrics] = Field(default_factory=list)
+    top_losses: list[TopLoss] = Field(default_factory=list)
+
+
+class Summary(BaseModel):
+    """The whole summary.json. Stages add extra detail in their own files, not here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = SCHEMA_VERSION
+    run_id: str
+    status: Status
+    started_at: datetime
+    finished_at: datetime
+    config: dict[str, Any]
+    data: DataSection = Field(default_factory=DataSection)
+    findings: list[Finding] = Field(default_factory=list)
+    activations: ActivationsSection = Field(default_factory=ActivationsSection)
+    gradients: GradientsSection = Field(default_factory=GradientsSection)
+    synthetic: list[SyntheticResult] = Field(default_factory=list)
+    predictions: PredictionsSection = Field(default_factory=PredictionsSection)
+
+
+def status_of(findings: list[Finding]) -> Status:
+    severities = {f.severity for f in findings}
+    if "error" in severities:
+        return "fail"
+    return "warn" if "warning" in severities else "pass"
+
+
+def export_json_schema(path: Path = SCHEMA_FILE) -> Path:
+    path.write_text(json.dumps(Summary.model_json_schema(), indent=2) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    print(export_json_schema())
