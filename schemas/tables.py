@@ -53,7 +53,7 @@ LABELS = labels_schema()
 # --- validation outputs ------------------------------------------------------------------
 
 QUARANTINE = pa.schema(
-    list(SENSOR_LOGS)
+    [field.with_nullable(True) for field in SENSOR_LOGS]  # as it came: nulls included
     + [
         pa.field("rule", pa.string(), nullable=False),
         pa.field("source_file", pa.string(), nullable=False),

@@ -1,0 +1,465 @@
+"""Validation stage: check a cohort against its data contract, keep everything.
+
+Owns `<run>/validation/`: `clean/` (the rows that pass, canonical SENSOR_LOGS, each file holding
+*all* rows of its users sorted by (user_id, timestamp)), `quarantine/` (every other row as it
+came, the first rule it broke and where it came from), `rejected_files/` (files that cannot be
+read or break the schema, copied whole), `report.json` and great-expectations `data_docs/`.
+Invariant: rows_in == rows_clean + rows_quarantined, always.
+
+Streaming: files sharing no user are processed one at a time; files that share users (found
+from Parquet statistics, then exact user sets) form one unit, split into user buckets so that a
+unit never holds more than `max_rows_in_memory` rows at once. Nothing is written in place: the
+stage writes `validation.partial/` and renames it when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zoneinfo
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+from pydantic import Field
+
+from schemas.config import StageConfig
+from schemas.devices import DEVICE_CATALOG
+from schemas.errors import DataContractError, Problem
+from schemas.layout import CohortPaths, RunPaths
+from schemas.tables import QUARANTINE, SENSOR_LOGS, SEXES
+from tasks._validate_files import FileCheck, check_file, read_canonical, read_user_ids
+from tasks._validate_rules import RULE_NAMES, RULES, RowLimits, check_rows
+from tasks.io import list_parquet_files, write_json_atomic, write_parquet_atomic
+from tasks.progress import track
+
+log = logging.getLogger("stethoscope.validate")
+
+
+class ValidateConfig(StageConfig):
+    heart_rate_min: float = Field(25.0, description="lowest plausible heart rate, bpm")
+    heart_rate_max: float = Field(250.0, description="highest plausible heart rate, bpm")
+    max_steps_per_minute: float = Field(250.0, gt=0, description="highest plausible cadence")
+    earliest: datetime = Field(datetime(2010, 1, 1, tzinfo=UTC),
+                               description="samples before this are quarantined")
+    future_tolerance_minutes: float = Field(
+        60.0, ge=0, description="samples later than now + this are quarantined")
+    max_quarantine_share: float = Field(
+        0.05, ge=0, le=1, description="fail when more than this share of rows is quarantined")
+    great_expectations: bool = Field(True, description="run the GX suites and write Data Docs")
+    gx_sample_rows: int = Field(200_000, ge=1000, description="rows in the GX sample")
+    max_rows_in_memory: int = Field(20_000_000, ge=10_000,
+                                    description="largest unit of rows held at once")
+    now: datetime | None = Field(None, description="'now' for the future check (default: wall clock)")
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The small record the stage returns; details are in report.json."""
+
+    run_dir: Path
+    rows_in: int
+    rows_clean: int
+    rows_quarantined: int
+    rows_in_rejected_files: int
+    quarantined_share: float
+    users: int
+    files_read: int
+    files_rejected: list[str]
+    unknown_devices: dict[str, int]
+    gx_success: bool | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def report(self) -> Path:
+        return RunPaths(self.run_dir).validation_report
+
+    @property
+    def clean_dir(self) -> Path:
+        return RunPaths(self.run_dir).clean
+
+    def describe(self) -> str:
+        paths = RunPaths(self.run_dir)
+        lines = [
+            f"validated {self.files_read} files: {self.rows_in:,} rows in, {self.rows_clean:,} clean, "
+            f"{self.rows_quarantined:,} quarantined ({self.quarantined_share:.2%}), {self.users} users",
+            f"  clean:      {paths.clean}",
+            f"  quarantine: {paths.quarantine}",
+            f"  report:     {paths.validation_report}",
+        ]
+        if self.gx_success is not None:
+            lines.append(f"  data docs:  {paths.data_docs / 'index.html'} "
+                         f"(great-expectations: {'pass' if self.gx_success else 'expectations failed'})")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# --- the cohort's small tables ---------------------------------------------------------------
+
+
+def load_users(path: Path) -> pd.DataFrame:
+    """users.parquet, checked: every problem at once, as a DataContractError."""
+    name = path.name
+    if not path.exists():
+        raise DataContractError(f"{path}: users table is missing", [Problem(
+            rule="missing_file", file=name, message="the cohort has no users.parquet.",
+            fix="write users.parquet with user_id, age, sex, timezone (one row per user)")])
+    try:
+        users = pq.read_table(path).to_pandas()
+    except Exception as exc:
+        raise DataContractError(f"{path}: users table cannot be read", [Problem(
+            rule="unreadable_file", file=name, message=f"{type(exc).__name__}: {exc}.",
+            fix="re-write users.parquet")]) from exc
+    problems = []
+    missing = [c for c in ("user_id", "age", "sex", "timezone") if c not in users.columns]
+    problems += [Problem(rule="missing_column", file=name, column=c, message="column is missing.",
+                         fix="add it (user_id str, age years, sex F/M/U, timezone IANA name)")
+                 for c in missing]
+    if not missing:
+        dup = users["user_id"][users["user_id"].duplicated()].unique().tolist()
+        if dup:
+            problems.append(Problem(rule="duplicate_user", file=name, column="user_id", count=len(dup),
+                                    message=f"user ids repeat: {dup[:5]}.", fix="keep one row per user"))
+        zones = zoneinfo.available_timezones()
+        bad_tz = sorted(set(users.loc[~users["timezone"].isin(zones), "timezone"].astype(str)))
+        if bad_tz:
+            problems.append(Problem(rule="unknown_timezone", file=name, column="timezone",
+                                    message=f"not IANA timezone names: {bad_tz[:5]}.",
+                                    fix="use names like 'Europe/Berlin' (zoneinfo.available_timezones())"))
+        bad_sex = sorted(set(users.loc[~users["sex"].isin(SEXES), "sex"].astype(str)))
+        if bad_sex:
+            problems.append(Problem(rule="unknown_sex", file=name, column="sex",
+                                    message=f"values {bad_sex[:5]} are not F, M or U.",
+                                    fix="map them to F, M or U (unknown)"))
+        age = pd.to_numeric(users["age"], errors="coerce")
+        bad_age = int(((age < 0) | (age > 120) | (age.isna() & users["age"].notna())).sum())
+        if bad_age:
+            problems.append(Problem(rule="age_out_of_range", file=name, column="age", count=bad_age,
+                                    message="ages must be numbers within [0, 120] years or null.",
+                                    fix="repair or null the ages"))
+    if problems:
+        raise DataContractError(f"{path}: users table breaks its contract", problems)
+    return users
+
+
+def check_labels(path: Path) -> list[str]:
+    """labels.parquet (optional): user_id plus 0/1/null condition columns. Returns the conditions."""
+    if not path.exists():
+        return []
+    table = pq.read_table(path)
+    problems = []
+    if "user_id" not in table.column_names:
+        problems.append(Problem(rule="missing_column", file=path.name, column="user_id",
+                                message="column is missing.", fix="add user_id"))
+    conditions = [c for c in table.column_names if c != "user_id"]
+    for c in conditions:
+        column = table[c]
+        if not (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)):
+            problems.append(Problem(rule="wrong_type", file=path.name, column=c,
+                                    message=f"expected 0/1/null, found type {column.type}.",
+                                    fix="write the condition as an integer column (pandas: Int8)"))
+            continue
+        values = set(pc.unique(column.cast(pa.int64()).drop_null()).to_pylist())
+        if not values <= {0, 1}:
+            problems.append(Problem(rule="label_not_binary", file=path.name, column=c,
+                                    message=f"values {sorted(values - {0, 1})[:5]} are not 0/1.",
+                                    fix="null = unknown; 0 = no; 1 = yes"))
+    if problems:
+        raise DataContractError(f"{path}: labels table breaks its contract", problems)
+    return conditions
+
+
+# --- planning: which files must be processed together -----------------------------------------
+
+
+def plan_units(checks: list[FileCheck]) -> list[list[FileCheck]]:
+    """Group files that share users (so every clean file holds all rows of its users).
+
+    Parquet min/max statistics decide most cases without reading data; files whose user ranges
+    overlap have their user_id column read to decide exactly."""
+    order = sorted(range(len(checks)), key=lambda i: checks[i].user_range or ("", ""))
+    parent = list(range(len(checks)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    # candidate pairs: overlapping ranges (unknown range overlaps everything)
+    users: dict[int, set[str]] = {}
+
+    def user_set(i: int) -> set[str]:
+        if i not in users:
+            users[i] = set(read_user_ids(checks[i].path).to_pylist())
+        return users[i]
+
+    for a_pos, a in enumerate(order):
+        ra = checks[a].user_range
+        for b in order[a_pos + 1:]:
+            rb = checks[b].user_range
+            if ra is not None and rb is not None and rb[0] > ra[1]:
+                break  # sorted by range start: no later file can overlap a
+            if find(a) != find(b) and user_set(a) & user_set(b):
+                parent[find(b)] = find(a)
+    groups: dict[int, list[FileCheck]] = {}
+    for i in range(len(checks)):
+        groups.setdefault(find(i), []).append(checks[i])
+    return sorted(groups.values(), key=lambda g: str(g[0].path))
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    """Running counts while streaming; per file and per rule."""
+
+    per_file: dict[str, Counter] = field(default_factory=dict)
+    unknown_devices: Counter = field(default_factory=Counter)
+    users: int = 0
+    gx_parts: list[pa.Table] = field(default_factory=list)
+
+    def add(self, name: str, key: str, count: int) -> None:
+        self.per_file.setdefault(name, Counter())[key] += int(count)
+
+
+def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) -> ValidationResult:
+    """Validate `cohort` into `run.validation`; raise DataContractError when unusable."""
+    users = load_users(cohort.users)
+    conditions = check_labels(cohort.labels)
+    files = list_parquet_files(cohort.sensor_logs) if cohort.sensor_logs.exists() else []
+    if not files:
+        raise DataContractError(f"{cohort.sensor_logs}: no sensor logs", [Problem(
+            rule="missing_file", file=str(cohort.sensor_logs), message="no files found.",
+            fix="write the sensor logs as Parquet under <data>/sensor_logs/")])
+
+    final = run.validation
+    work = final.with_name(final.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    out = RunPaths(run.root)  # paths below are re-rooted into `work` by _under
+    now = config.now or datetime.now(UTC)
+    limits = RowLimits(config.heart_rate_min, config.heart_rate_max, config.max_steps_per_minute,
+                       5.0, 3600.0, config.earliest, now + timedelta(minutes=config.future_tolerance_minutes))
+    known_users = pa.array(users["user_id"].astype(str).tolist(), pa.string())
+
+    def rel(path: Path) -> str:
+        return str(path.relative_to(cohort.sensor_logs))
+
+    checks = [check_file(p, rel(p)) for p in files]
+    rejected = [c for c in checks if not c.ok]
+    accepted = [c for c in checks if c.ok]
+    for c in rejected:
+        target = _under(work, out, out.rejected_files) / rel(c.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(c.path, target)
+        log.warning("set aside %s: %s", rel(c.path), "; ".join(p.render() for p in c.problems))
+
+    total_rows = sum(c.num_rows or 0 for c in accepted)
+    gx_every = max(1, -(-total_rows // config.gx_sample_rows))
+    tally = _Tally()
+    units = plan_units(accepted)
+    for unit_no, unit in enumerate(track(units, total=len(units), description="validating")):
+        _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_every, tally, rel)
+
+    rows_in = sum(c["rows_in"] for c in tally.per_file.values())
+    rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
+    rows_quarantined = sum(c["rows_quarantined"] for c in tally.per_file.values())
+    assert rows_in == rows_clean + rows_quarantined, "row accounting broke: a bug"
+    rows_rejected = sum(c.num_rows or 0 for c in rejected)
+    share = (rows_quarantined + rows_rejected) / max(1, rows_in + rows_rejected)
+
+    warnings = [f"{rel(c.path)} set aside: {c.problems[0].message}" for c in rejected]
+    warnings += [f"{rel(c.path)} is empty" for c in accepted if c.num_rows == 0]
+    warnings += [f"{rel(c.path)}: extra columns ignored: {', '.join(c.extra_columns)}"
+                 for c in accepted if c.extra_columns]
+    if tally.unknown_devices:
+        warnings.append("devices not in the catalog (stratum 'unknown'): "
+                        + ", ".join(f"{k} ({n:,} rows)" for k, n in tally.unknown_devices.most_common()))
+
+    gx = None
+    if config.great_expectations and rows_in:
+        gx = _run_gx(tally, users, config, now, _under(work, out, out.data_docs))
+    report = _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined,
+                     rows_rejected, share, conditions, warnings, gx, rel)
+    write_json_atomic(report, _under(work, out, out.validation_report))
+
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+    result = ValidationResult(
+        run_dir=run.root, rows_in=rows_in, rows_clean=rows_clean, rows_quarantined=rows_quarantined,
+        rows_in_rejected_files=rows_rejected, quarantined_share=share, users=tally.users,
+        files_read=len(files), files_rejected=[rel(c.path) for c in rejected],
+        unknown_devices=dict(tally.unknown_devices),
+        gx_success=None if gx is None else all(o["success"] for o in gx["suites"]),
+        warnings=warnings)
+    if rows_clean == 0:
+        raise DataContractError(f"{cohort.root}: no usable sensor rows (see {final / 'report.json'})",
+                                [p for c in rejected for p in c.problems])
+    if share > config.max_quarantine_share:
+        top = Counter({k: v for c in tally.per_file.values() for k, v in c.items()
+                       if k.startswith("rule:")}).most_common(3)
+        raise DataContractError(
+            f"validation: {share:.2%} of rows quarantined or set aside, above the bound of "
+            f"{config.max_quarantine_share:.2%} (report: {final / 'report.json'})",
+            [Problem(rule=k.removeprefix("rule:"), count=v, message=RULES_BY_NAME[k.removeprefix('rule:')][0],
+                     fix=RULES_BY_NAME[k.removeprefix('rule:')][1]) for k, v in top]
+            + [p for c in rejected for p in c.problems])
+    return result
+
+
+RULES_BY_NAME = {name: (expected, fix) for name, expected, fix in RULES.values()}
+
+
+def _under(work: Path, out: RunPaths, path: Path) -> Path:
+    """`path` inside the run's validation dir, re-rooted into the work dir being written."""
+    return work / path.relative_to(out.validation)
+
+
+def _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_every, tally, rel) -> None:
+    """Check one unit of files (sharing users), in user buckets bounded by max_rows_in_memory."""
+    rows = sum(c.num_rows or 0 for c in unit)
+    num_buckets = max(1, -(-rows // config.max_rows_in_memory))
+    for bucket in range(num_buckets):
+        parts, sources, positions = [], [], []
+        for source_no, c in enumerate(unit):
+            table = read_canonical(c.path)
+            position = np.arange(table.num_rows, dtype=np.int64)
+            if num_buckets > 1:
+                keep = _bucket_of(table["user_id"], num_buckets) == bucket
+                table, position = table.filter(pa.array(keep)), position[keep]
+            if bucket == 0 or num_buckets == 1:
+                tally.add(rel(c.path), "rows_in", 0)  # every file appears in the report
+            parts.append(table)
+            sources.append(np.full(table.num_rows, source_no, dtype=np.int32))
+            positions.append(position)
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        source = np.concatenate(sources)
+        position = np.concatenate(positions)
+        checked = check_rows(table, known_users, limits)
+        source, position = source[checked.source_row], position[checked.source_row]
+        sorted_table, rule = checked.table, checked.rule
+        if sorted_table.num_rows and gx_every:
+            tally.gx_parts.append(sorted_table.take(pa.array(np.arange(0, sorted_table.num_rows, gx_every))))
+
+        clean_mask = rule == 0
+        clean = sorted_table.filter(pa.array(clean_mask))
+        name = f"part-{unit_no:05d}-{bucket:03d}.parquet"
+        single_canonical = (len(unit) == 1 and num_buckets == 1 and unit[0].canonical
+                            and bool(clean_mask.all()) and bool((checked.source_row[1:] > checked.source_row[:-1]).all()))
+        if clean.num_rows and single_canonical:
+            # Nothing to change: copy the bytes instead of re-encoding them.
+            target = _under(work, out, out.clean) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(unit[0].path, target)
+        elif clean.num_rows:
+            write_parquet_atomic(clean.cast(SENSOR_LOGS), _under(work, out, out.clean) / name)
+        if clean.num_rows:
+            uid = clean["user_id"]
+            tally.users += len(pc.unique(uid))
+            devices = pc.value_counts(clean["device"]).to_pylist()
+            for d in devices:
+                if d["values"] not in DEVICE_CATALOG:
+                    tally.unknown_devices[d["values"]] += d["counts"]
+
+        if not clean_mask.all():
+            bad = ~clean_mask
+            quarantined = sorted_table.filter(pa.array(bad))
+            names = np.array([rel(c.path) for c in unit], dtype=object)
+            quarantined = quarantined.append_column(
+                "rule", pa.array(np.array([RULE_NAMES[r] for r in range(1, 8)], dtype=object)[rule[bad] - 1], pa.string())
+            ).append_column("source_file", pa.array(names[source[bad]], pa.string())
+            ).append_column("source_row", pa.array(position[bad], pa.int64()))
+            write_parquet_atomic(quarantined.cast(QUARANTINE), _under(work, out, out.quarantine) / name)
+
+        for source_no, c in enumerate(unit):
+            mine = source == source_no
+            counts = np.bincount(rule[mine], minlength=8)
+            tally.add(rel(c.path), "rows_in", int(mine.sum()))
+            tally.add(rel(c.path), "rows_clean", int(counts[0]))
+            tally.add(rel(c.path), "rows_quarantined", int(counts[1:].sum()))
+            for code in range(1, 8):
+                if counts[code]:
+                    tally.add(rel(c.path), f"rule:{RULE_NAMES[code]}", int(counts[code]))
+
+
+def _bucket_of(user_id: pa.ChunkedArray, num_buckets: int) -> np.ndarray:
+    """A stable bucket per user (hash of the id), so a user's rows land in one bucket."""
+    ids = user_id.fill_null("").to_numpy(zero_copy_only=False)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    hashed = pd.util.hash_array(unique.astype(object)) % num_buckets
+    return hashed[inverse].astype(np.int64)
+
+
+def _run_gx(tally: _Tally, users: pd.DataFrame, config: ValidateConfig, now: datetime, docs: Path) -> dict:
+    from tasks._gx import run_suites
+
+    sample = pa.concat_tables(tally.gx_parts)
+    epoch_s = pc.divide(sample["timestamp"].cast(pa.int64()).cast(pa.float64()), 1e6)
+    sample = sample.append_column("timestamp_epoch_s", epoch_s).to_pandas(
+        types_mapper={pa.string(): pd.StringDtype()}.get)
+    sample["steps"] = sample["steps"].astype("float64")  # 64-bit, nulls as NaN: GX's fast path
+    mostly = 1.0 - config.max_quarantine_share
+    parameters = {
+        "sensor_logs": {
+            "heart_rate_min": config.heart_rate_min, "heart_rate_max": config.heart_rate_max,
+            "steps_max_per_hour": config.max_steps_per_minute * 60, "mostly": mostly,
+            "earliest_epoch_s": config.earliest.timestamp(),
+            "latest_epoch_s": (now + timedelta(minutes=config.future_tolerance_minutes)).timestamp(),
+            "known_users": users["user_id"].astype(str).tolist(),
+            "catalog_devices": sorted(DEVICE_CATALOG),
+        },
+        "users": {"timezones": sorted(zoneinfo.available_timezones())},
+    }
+    users_frame = users.astype({"user_id": "str", "sex": "str", "timezone": "str"})
+    users_frame["age"] = pd.to_numeric(users_frame["age"]).astype("float64")
+    outcomes = run_suites({"sensor_logs": sample, "users": users_frame}, parameters, docs)
+    return {
+        "sample_rows": len(sample),
+        "data_docs": str(Path("data_docs") / "index.html"),
+        "suites": [o.__dict__ for o in outcomes],
+    }
+
+
+def _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined, rows_rejected,
+            share, conditions, warnings, gx, rel) -> dict:
+    per_rule = Counter()
+    files = []
+    for c in checks:
+        name = rel(c.path)
+        counts = tally.per_file.get(name, Counter())
+        rules = {k.removeprefix("rule:"): v for k, v in counts.items() if k.startswith("rule:")}
+        per_rule.update(rules)
+        status = "rejected" if not c.ok else ("empty" if c.num_rows == 0 else "ok")
+        files.append({
+            "file": name, "status": status, "rows_in": counts.get("rows_in", 0) if c.ok else c.num_rows,
+            "rows_clean": counts.get("rows_clean", 0), "rows_quarantined": counts.get("rows_quarantined", 0),
+            "rules": rules, "extra_columns": c.extra_columns,
+            "problems": [p.__dict__ for p in c.problems],
+        })
+    return {
+        "cohort": str(cohort.root),
+        "checked_at": now.isoformat(),
+        "rows_in": rows_in, "rows_clean": rows_clean, "rows_quarantined": rows_quarantined,
+        "rows_in_rejected_files": rows_rejected, "quarantined_share": share,
+        "max_quarantine_share": config.max_quarantine_share,
+        "users": tally.users, "conditions": conditions,
+        "rules": {name: {"rows": per_rule.get(name, 0), "expected": expected, "fix": fix}
+                  for name, expected, fix in RULES.values()},
+        "unknown_devices": dict(tally.unknown_devices),
+        "files": files, "warnings": warnings, "great_expectations": gx,
+        "config": config.model_dump(mode="json"),
+    }
+
+
+@task(name="validate", task_run_name="validate {cohort_dir.name}")
+def validate_task(cohort_dir: Path, run_dir: Path, config: ValidateConfig) -> ValidationResult:
+    """Prefect shell: validate the cohort into the run directory."""
+    return validate_cohort(CohortPaths(cohort_dir), RunPaths(run_dir), config)
