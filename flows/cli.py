@@ -102,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from pydantic import ValidationError
+
     from schemas.errors import DataContractError, UsageError
 
     try:
         return args.func(args)
-    except (DataContractError, UsageError) as exc:
+    except (DataContractError, UsageError, ValidationError) as exc:
         print(f"stethoscope {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception:  # the last resort: say it is a bug, keep the traceback

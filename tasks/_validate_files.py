@@ -30,6 +30,7 @@ _FIX_TYPES = {
 @dataclass(frozen=True)
 class FileCheck:
     path: Path
+    name: str  # path relative to the cohort's sensor_logs/, as reports show it
     num_rows: int | None  # None when the file cannot be read at all
     problems: list[Problem] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
@@ -72,7 +73,7 @@ def check_file(path: Path, relative_name: str) -> FileCheck:
         schema = meta.schema_arrow
         num_rows = meta.metadata.num_rows
     except Exception as exc:  # any reader failure means "unreadable", with the reader's words
-        return FileCheck(path, None, [Problem(
+        return FileCheck(path, relative_name, None, [Problem(
             rule="unreadable_file", file=relative_name,
             message=f"cannot be read as Parquet ({type(exc).__name__}: {exc}).",
             fix="re-export the file; it was set aside whole and the rest of the cohort went on")])
@@ -97,7 +98,7 @@ def check_file(path: Path, relative_name: str) -> FileCheck:
                 message=issue + ".", fix=_FIX_TYPES[expected.name]))
     extra = [n for n in schema.names if n not in SENSOR_LOGS.names]
     canonical = [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in SENSOR_LOGS]
-    return FileCheck(path, num_rows, problems, extra, canonical, _user_range(meta))
+    return FileCheck(path, relative_name, num_rows, problems, extra, canonical, _user_range(meta))
 
 
 def _user_range(meta: pq.ParquetFile) -> tuple[str, str] | None:

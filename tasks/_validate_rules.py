@@ -50,36 +50,56 @@ class RowLimits:
 @dataclass(frozen=True)
 class CheckedRows:
     """`table` sorted by (user_id, timestamp); `rule[i]` the first rule row i breaks (0 clean);
-    `source_row[i]` its position in the file as read."""
+    `source_row[i]` its position in the file as read; `user[i]` its user's number."""
 
     table: pa.Table
     rule: np.ndarray  # int8 [n]
     source_row: np.ndarray  # int64 [n]
+    user: np.ndarray  # int64 [n]: run number of the row's user_id (0, 1, ...) in sorted order
 
 
 def _micros(value: datetime) -> int:
     return int(pa.scalar(value, pa.timestamp("us", tz="UTC")).value)
 
 
-def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
-    """Sort by (user_id, timestamp), stable, nulls last; skip the sort when already in order."""
-    n = table.num_rows
-    if n > 1 and table["user_id"].null_count == 0 and table["timestamp"].null_count == 0:
-        uid = table["user_id"]
-        ts = table["timestamp"].cast(pa.int64()).to_numpy()
-        head, tail = uid.slice(0, n - 1), uid.slice(1)
-        same = pc.equal(tail, head).to_numpy(zero_copy_only=False)
-        greater = pc.greater(tail, head).to_numpy(zero_copy_only=False)
-        if np.all(greater | (same & (ts[1:] >= ts[:-1]))):
-            return table, np.arange(n, dtype=np.int64)
+def _runs(user_id: pa.ChunkedArray) -> np.ndarray:
+    """An int per run of equal consecutive user_id (nulls each start a run of their own)."""
+    n = len(user_id)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    same = pc.equal(user_id.slice(1), user_id.slice(0, n - 1)).fill_null(False)
+    return np.cumsum(np.r_[True, ~same.to_numpy(zero_copy_only=False)]) - 1
+
+
+def _is_sorted(table: pa.Table, runs: np.ndarray, ts: np.ndarray) -> bool:
+    """Sorted by (user_id, timestamp): run heads strictly increase, time never goes back in a run."""
+    if table.num_rows == 0:
+        return True
+    if table["user_id"].null_count or table["timestamp"].null_count:
+        return False
+    heads = table["user_id"].take(pa.array(np.flatnonzero(np.r_[True, np.diff(runs) > 0]))).to_pylist()
+    if any(a >= b for a, b in zip(heads, heads[1:], strict=False)):
+        return False
+    same_run = runs[1:] == runs[:-1]
+    return bool(np.all(~same_run | (ts[1:] >= ts[:-1])))
+
+
+def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Sort by (user_id, timestamp), stable, nulls last; skip the sort when already in order.
+    Returns the table, each row's position as read, and its user run number."""
+    runs = _runs(table["user_id"])
+    ts = table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
+    if _is_sorted(table, runs, ts):
+        return table, np.arange(table.num_rows, dtype=np.int64), runs
     order = pc.sort_indices(table, options=pc.SortOptions(
         sort_keys=[("user_id", "ascending", "at_end"), ("timestamp", "ascending", "at_end")]))
-    return table.take(order), order.to_numpy().astype(np.int64)
+    table = table.take(order)
+    return table, order.to_numpy().astype(np.int64), _runs(table["user_id"])
 
 
 def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> CheckedRows:
     """Apply every row rule to one file's rows (canonical schema)."""
-    table, source_row = sort_rows(table)
+    table, source_row, user = sort_rows(table)
     n = table.num_rows
     rule = np.zeros(n, dtype=np.int8)
 
@@ -87,15 +107,20 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
         rule[(rule == 0) & mask] = code
 
     def is_null(name: str) -> np.ndarray:
-        return table[name].is_null().to_numpy(zero_copy_only=False)
+        column = table[name]
+        if column.null_count == 0:
+            return np.zeros(n, dtype=bool)
+        return column.is_null().to_numpy(zero_copy_only=False)
 
     flag(1, is_null("user_id") | is_null("timestamp") | is_null("device"))
 
     ts = table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
     flag(2, (ts < _micros(limits.earliest)) | (ts > _micros(limits.latest)))
 
-    known = pc.is_in(table["user_id"], value_set=known_users).fill_null(False)
-    flag(3, ~known.to_numpy(zero_copy_only=False))
+    # one membership test per user run, not per row
+    heads = np.flatnonzero(np.r_[True, np.diff(user) > 0]) if n else np.zeros(0, dtype=np.int64)
+    known = pc.is_in(table["user_id"].take(pa.array(heads)), value_set=known_users).fill_null(False)
+    flag(3, ~known.to_numpy(zero_copy_only=False)[user])
 
     hr = table["heart_rate"].to_numpy(zero_copy_only=False)  # null -> NaN
     hr_null = is_null("heart_rate")
@@ -105,46 +130,41 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
     steps_null = is_null("steps")
     steps = table["steps"].fill_null(0).to_numpy()
     flag(5, ~steps_null & (steps < 0))
-    user = _user_codes(table["user_id"])
     flag(6, _duplicates(user, ts, rule == 0))
     flag(7, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
-    return CheckedRows(table=table, rule=rule, source_row=source_row)
-
-
-def _user_codes(user_id: pa.ChunkedArray) -> np.ndarray:
-    """Sorted rows -> an int per run of equal user_id (nulls each start a run of their own)."""
-    n = len(user_id)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    same = pc.equal(user_id.slice(1), user_id.slice(0, n - 1)).fill_null(False)
-    return np.cumsum(np.r_[True, ~same.to_numpy(zero_copy_only=False)])
+    return CheckedRows(table=table, rule=rule, source_row=source_row, user=user)
 
 
 def _implausible_steps(
-    user: np.ndarray, ts: np.ndarray, steps: np.ndarray, steps_null: np.ndarray,
-    limits: RowLimits,
+    user: np.ndarray, ts: np.ndarray, steps: np.ndarray, skip: np.ndarray, limits: RowLimits,
 ) -> np.ndarray:
     """steps > rate x interval, the interval being the time until the same user's next steps
-    sample among rows not already quarantined (clipped to [min, max]; the user's last sample
-    gets one minute)."""
-    idx = np.flatnonzero(~steps_null)
+    sample among rows not skipped (null steps, already quarantined), clipped to [min, max]; a
+    user's last sample gets one minute. Only rows above the smallest possible limit are looked
+    at, so the common case costs one comparison per row."""
     out = np.zeros(len(ts), dtype=bool)
-    if idx.size == 0:
+    floor = limits.max_steps_per_minute * limits.min_step_interval_s / 60
+    candidates = np.flatnonzero(~skip & (steps > floor))
+    if candidates.size == 0:
         return out
-    gap_us = np.full(idx.size, float(_US_PER_MINUTE))
-    if idx.size > 1:
-        same_next = user[idx][1:] == user[idx][:-1]
-        gaps = np.diff(ts[idx]).astype(np.float64)
-        gap_us[:-1] = np.where(same_next, gaps, _US_PER_MINUTE)
+    kept = np.flatnonzero(~skip)
+    nxt_pos = np.searchsorted(kept, candidates, side="right")
+    has_next = nxt_pos < kept.size
+    nxt = kept[np.minimum(nxt_pos, kept.size - 1)]
+    same_user = has_next & (user[nxt] == user[candidates])
+    gap_us = np.where(same_user, ts[nxt] - ts[candidates], _US_PER_MINUTE).astype(np.float64)
     gap_us = np.clip(gap_us, limits.min_step_interval_s * 1e6, limits.max_step_interval_s * 1e6)
-    out[idx] = steps[idx] > limits.max_steps_per_minute * gap_us / _US_PER_MINUTE
+    out[candidates] = steps[candidates] > limits.max_steps_per_minute * gap_us / _US_PER_MINUTE
     return out
 
 
 def _duplicates(user: np.ndarray, ts: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """Among eligible rows (sorted), a row repeating the previous eligible row's key."""
-    idx = np.flatnonzero(eligible)
     out = np.zeros(len(ts), dtype=bool)
+    if eligible.all():
+        out[1:] = (user[1:] == user[:-1]) & (ts[1:] == ts[:-1])
+        return out
+    idx = np.flatnonzero(eligible)
     if idx.size < 2:
         return out
     repeat = (user[idx][1:] == user[idx][:-1]) & (ts[idx][1:] == ts[idx][:-1])

@@ -241,33 +241,29 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
             rule="missing_file", file=str(cohort.sensor_logs), message="no files found.",
             fix="write the sensor logs as Parquet under <data>/sensor_logs/")])
 
-    final = run.validation
-    work = final.with_name(final.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    out = RunPaths(run.root)  # paths below are re-rooted into `work` by _under
+    # Write a hidden sibling run directory, move its validation/ into place when complete.
+    staged = RunPaths(run.root.parent / f".{run.root.name}.validate-partial")
+    shutil.rmtree(staged.root, ignore_errors=True)
     now = config.now or datetime.now(UTC)
     limits = RowLimits(config.heart_rate_min, config.heart_rate_max, config.max_steps_per_minute,
                        5.0, 3600.0, config.earliest, now + timedelta(minutes=config.future_tolerance_minutes))
     known_users = pa.array(users["user_id"].astype(str).tolist(), pa.string())
 
-    def rel(path: Path) -> str:
-        return str(path.relative_to(cohort.sensor_logs))
-
-    checks = [check_file(p, rel(p)) for p in files]
+    checks = [check_file(p, str(p.relative_to(cohort.sensor_logs))) for p in files]
     rejected = [c for c in checks if not c.ok]
     accepted = [c for c in checks if c.ok]
     for c in rejected:
-        target = _under(work, out, out.rejected_files) / rel(c.path)
+        target = staged.rejected_files / c.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(c.path, target)
-        log.warning("set aside %s: %s", rel(c.path), "; ".join(p.render() for p in c.problems))
+        log.warning("set aside %s: %s", c.name, "; ".join(p.render() for p in c.problems))
 
     total_rows = sum(c.num_rows or 0 for c in accepted)
     gx_every = max(1, -(-total_rows // config.gx_sample_rows))
     tally = _Tally()
     units = plan_units(accepted)
     for unit_no, unit in enumerate(track(units, total=len(units), description="validating")):
-        _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_every, tally, rel)
+        _process_unit(unit_no, unit, staged, known_users, limits, config, gx_every, tally)
 
     rows_in = sum(c["rows_in"] for c in tally.per_file.values())
     rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
@@ -276,9 +272,9 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
     rows_rejected = sum(c.num_rows or 0 for c in rejected)
     share = (rows_quarantined + rows_rejected) / max(1, rows_in + rows_rejected)
 
-    warnings = [f"{rel(c.path)} set aside: {c.problems[0].message}" for c in rejected]
-    warnings += [f"{rel(c.path)} is empty" for c in accepted if c.num_rows == 0]
-    warnings += [f"{rel(c.path)}: extra columns ignored: {', '.join(c.extra_columns)}"
+    warnings = [f"{c.name} set aside: {c.problems[0].message}" for c in rejected]
+    warnings += [f"{c.name} is empty" for c in accepted if c.num_rows == 0]
+    warnings += [f"{c.name}: extra columns ignored: {', '.join(c.extra_columns)}"
                  for c in accepted if c.extra_columns]
     if tally.unknown_devices:
         warnings.append("devices not in the catalog (stratum 'unknown'): "
@@ -286,17 +282,20 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
 
     gx = None
     if config.great_expectations and rows_in:
-        gx = _run_gx(tally, users, config, now, _under(work, out, out.data_docs))
+        gx = _run_gx(tally, users, config, now, staged.data_docs)
     report = _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined,
-                     rows_rejected, share, conditions, warnings, gx, rel)
-    write_json_atomic(report, _under(work, out, out.validation_report))
+                     rows_rejected, share, conditions, warnings, gx)
+    write_json_atomic(report, staged.validation_report)
 
+    final = run.validation
     shutil.rmtree(final, ignore_errors=True)
-    work.rename(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged.validation.rename(final)
+    shutil.rmtree(staged.root)
     result = ValidationResult(
         run_dir=run.root, rows_in=rows_in, rows_clean=rows_clean, rows_quarantined=rows_quarantined,
         rows_in_rejected_files=rows_rejected, quarantined_share=share, users=tally.users,
-        files_read=len(files), files_rejected=[rel(c.path) for c in rejected],
+        files_read=len(files), files_rejected=[c.name for c in rejected],
         unknown_devices=dict(tally.unknown_devices),
         gx_success=None if gx is None else all(o["success"] for o in gx["suites"]),
         warnings=warnings)
@@ -318,12 +317,7 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
 RULES_BY_NAME = {name: (expected, fix) for name, expected, fix in RULES.values()}
 
 
-def _under(work: Path, out: RunPaths, path: Path) -> Path:
-    """`path` inside the run's validation dir, re-rooted into the work dir being written."""
-    return work / path.relative_to(out.validation)
-
-
-def _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_every, tally, rel) -> None:
+def _process_unit(unit_no, unit, staged, known_users, limits, config, gx_every, tally) -> None:
     """Check one unit of files (sharing users), in user buckets bounded by max_rows_in_memory."""
     rows = sum(c.num_rows or 0 for c in unit)
     num_buckets = max(1, -(-rows // config.max_rows_in_memory))
@@ -335,8 +329,6 @@ def _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_ever
             if num_buckets > 1:
                 keep = _bucket_of(table["user_id"], num_buckets) == bucket
                 table, position = table.filter(pa.array(keep)), position[keep]
-            if bucket == 0 or num_buckets == 1:
-                tally.add(rel(c.path), "rows_in", 0)  # every file appears in the report
             parts.append(table)
             sources.append(np.full(table.num_rows, source_no, dtype=np.int32))
             positions.append(position)
@@ -356,14 +348,14 @@ def _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_ever
                             and bool(clean_mask.all()) and bool((checked.source_row[1:] > checked.source_row[:-1]).all()))
         if clean.num_rows and single_canonical:
             # Nothing to change: copy the bytes instead of re-encoding them.
-            target = _under(work, out, out.clean) / name
+            target = staged.clean / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(unit[0].path, target)
         elif clean.num_rows:
-            write_parquet_atomic(clean.cast(SENSOR_LOGS), _under(work, out, out.clean) / name)
+            write_parquet_atomic(clean.cast(SENSOR_LOGS), staged.clean / name)
         if clean.num_rows:
-            uid = clean["user_id"]
-            tally.users += len(pc.unique(uid))
+            users = checked.user[clean_mask]  # sorted run numbers
+            tally.users += 1 + int(np.count_nonzero(np.diff(users)))
             devices = pc.value_counts(clean["device"]).to_pylist()
             for d in devices:
                 if d["values"] not in DEVICE_CATALOG:
@@ -372,22 +364,22 @@ def _process_unit(unit_no, unit, work, out, known_users, limits, config, gx_ever
         if not clean_mask.all():
             bad = ~clean_mask
             quarantined = sorted_table.filter(pa.array(bad))
-            names = np.array([rel(c.path) for c in unit], dtype=object)
+            names = np.array([c.name for c in unit], dtype=object)
             quarantined = quarantined.append_column(
                 "rule", pa.array(np.array([RULE_NAMES[r] for r in range(1, 8)], dtype=object)[rule[bad] - 1], pa.string())
             ).append_column("source_file", pa.array(names[source[bad]], pa.string())
             ).append_column("source_row", pa.array(position[bad], pa.int64()))
-            write_parquet_atomic(quarantined.cast(QUARANTINE), _under(work, out, out.quarantine) / name)
+            write_parquet_atomic(quarantined.cast(QUARANTINE), staged.quarantine / name)
 
         for source_no, c in enumerate(unit):
             mine = source == source_no
             counts = np.bincount(rule[mine], minlength=8)
-            tally.add(rel(c.path), "rows_in", int(mine.sum()))
-            tally.add(rel(c.path), "rows_clean", int(counts[0]))
-            tally.add(rel(c.path), "rows_quarantined", int(counts[1:].sum()))
+            tally.add(c.name, "rows_in", int(mine.sum()))
+            tally.add(c.name, "rows_clean", int(counts[0]))
+            tally.add(c.name, "rows_quarantined", int(counts[1:].sum()))
             for code in range(1, 8):
                 if counts[code]:
-                    tally.add(rel(c.path), f"rule:{RULE_NAMES[code]}", int(counts[code]))
+                    tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(counts[code]))
 
 
 def _bucket_of(user_id: pa.ChunkedArray, num_buckets: int) -> np.ndarray:
@@ -429,17 +421,17 @@ def _run_gx(tally: _Tally, users: pd.DataFrame, config: ValidateConfig, now: dat
 
 
 def _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined, rows_rejected,
-            share, conditions, warnings, gx, rel) -> dict:
+            share, conditions, warnings, gx) -> dict:
     per_rule = Counter()
     files = []
     for c in checks:
-        name = rel(c.path)
+        name = c.name
         counts = tally.per_file.get(name, Counter())
         rules = {k.removeprefix("rule:"): v for k, v in counts.items() if k.startswith("rule:")}
         per_rule.update(rules)
         status = "rejected" if not c.ok else ("empty" if c.num_rows == 0 else "ok")
         files.append({
-            "file": name, "status": status, "rows_in": counts.get("rows_in", 0) if c.ok else c.num_rows,
+            "file": c.name, "status": status, "rows_in": counts.get("rows_in", 0) if c.ok else c.num_rows,
             "rows_clean": counts.get("rows_clean", 0), "rows_quarantined": counts.get("rows_quarantined", 0),
             "rules": rules, "extra_columns": c.extra_columns,
             "problems": [p.__dict__ for p in c.problems],
