@@ -35,7 +35,7 @@ def _median_seconds(fn, runs: int) -> float:
     return statistics.median(times)
 
 
-def _peak_rss_mib(cohort: Path, what: str) -> float:
+def _peak_memory(cohort: Path, what: str) -> str:
     code = f"""
 import resource, sys, tempfile
 from pathlib import Path
@@ -44,17 +44,18 @@ from schemas.layout import CohortPaths, RunPaths
 from tasks.io import list_parquet_files
 from tasks.validate import ValidateConfig, validate_cohort
 cohort = Path({str(cohort)!r})
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import pyarrow as pa
 if {what!r} == "read":
     for f in list_parquet_files(cohort / "sensor_logs"):
         pq.read_table(f)
 else:
     validate_cohort(CohortPaths(cohort), RunPaths(Path(tempfile.mkdtemp()) / "run"),
                     ValidateConfig(great_expectations={what == 'gx'}, max_quarantine_share=1.0))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, pa.default_memory_pool().max_memory() / 2**20)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    rss, arrow = out.stdout.strip().splitlines()[-1].split()
+    return f"{float(rss):.0f} MiB (Arrow pool peak {float(arrow):.0f} MiB)"
 
 
 def main() -> None:
@@ -86,9 +87,8 @@ def main() -> None:
             print(f"  bare pyarrow read        {read:7.2f} s   1.00x")
             print(f"  row gate (validate)      {row_gate:7.2f} s   {row_gate / read:4.2f}x   (target <= 2x)")
             print(f"  + great-expectations     {with_gx:7.2f} s   {with_gx / read:4.2f}x   (target <= 3x)")
-            print("  peak RSS above the imports (fresh process): read {:.0f} MiB, gate {:.0f} MiB, "
-                  "gate+GX {:.0f} MiB".format(
-                _peak_rss_mib(cohort, "read"), _peak_rss_mib(cohort, "gate"), _peak_rss_mib(cohort, "gx")))
+            for what in ("read", "gate", "gx"):
+                print(f"  peak RSS, fresh process, {what:>4}: {_peak_memory(cohort, what)}")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import great_expectations"], check=True)
     print(f"\none-off cost per process, not in the ratios: import great_expectations "

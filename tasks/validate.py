@@ -259,7 +259,7 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         log.warning("set aside %s: %s", c.name, "; ".join(p.render() for p in c.problems))
 
     total_rows = sum(c.num_rows or 0 for c in accepted)
-    gx_every = max(1, -(-total_rows // config.gx_sample_rows))
+    gx_every = max(1, -(-total_rows // config.gx_sample_rows)) if config.great_expectations else 0
     tally = _Tally()
     units = plan_units(accepted)
     for unit_no, unit in enumerate(track(units, total=len(units), description="validating")):
@@ -317,7 +317,8 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
 RULES_BY_NAME = {name: (expected, fix) for name, expected, fix in RULES.values()}
 
 
-def _process_unit(unit_no, unit, staged, known_users, limits, config, gx_every, tally) -> None:
+def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_users: pa.Array,
+                  limits: RowLimits, config: ValidateConfig, gx_every: int, tally: _Tally) -> None:
     """Check one unit of files (sharing users), in user buckets bounded by max_rows_in_memory."""
     rows = sum(c.num_rows or 0 for c in unit)
     num_buckets = max(1, -(-rows // config.max_rows_in_memory))
