@@ -10,6 +10,7 @@ Layout under `<run>/sequences/`:
                            index rows point at (shard file name, row)
     stats.json             StoreStats below: T, channels, bin width, standardisation
                            statistics (from the train split only), targets, conditions
+    excluded.parquet       EXCLUDED below: the user-weeks left out (coverage too low), listed
 
 Shards are read with `numpy.load(mmap_mode="r")`, so memory stays bounded by a batch.
 """
@@ -40,6 +41,16 @@ INDEX = pa.schema(
         pa.field("timezone", pa.string()),
         pa.field("coverage", pa.float64()),
         pa.field("metadata", pa.list_(pa.float32(), len(METADATA_FEATURES))),
+    ]
+)
+
+EXCLUDED = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("week_start", pa.date32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("coverage", pa.float64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
     ]
 )
 
@@ -79,6 +90,10 @@ class StorePaths(BaseModel):
     @property
     def stats(self) -> Path:
         return self.root / "stats.json"
+
+    @property
+    def excluded(self) -> Path:
+        return self.root / "excluded.parquet"
 
     def shard(self, name: str) -> Path:
         return self.shards / name

@@ -79,3 +79,34 @@ PREDICTIONS = pa.schema(
     ],
     metadata={"doc": "One row per user-week and task; further columns are extra metadata."},
 )
+
+# --- labels: the user-week table (tasks.labels) --------------------------------------------
+
+USER_WEEKS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("week_start", pa.date32(), nullable=False),  # the local Monday
+        pa.field("week_start_utc", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("week_end_utc", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("num_samples", pa.int64(), nullable=False),
+        pa.field("num_heart_rate_samples", pa.int64(), nullable=False),
+        pa.field("coverage", pa.float64(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("device_generation", pa.int16()),  # null = unknown device
+    ]
+    + [
+        pa.field(name, pa.float64(), metadata={"role": "target"})
+        for name in (
+            "hr_std_day_minus_night",
+            "mean_daily_steps",
+            "resting_heart_rate",
+            "hr_recovery_minutes",
+            "night_resting_hr_change",
+        )
+    ],
+    metadata={"doc": "One row per user and local ISO week with samples: coverage, dominant "
+              "device and the synthetic targets (defined in tasks.labels)."},
+)
+USER_WEEK_TARGETS: tuple[str, ...] = tuple(
+    f.name for f in USER_WEEKS if f.metadata and f.metadata.get(b"role") == b"target"
+)

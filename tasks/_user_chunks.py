@@ -1,0 +1,206 @@
+"""Stream clean sensor logs as chunks of whole users, as numpy arrays (labels and sequences).
+
+The clean files (`RunPaths.clean`) hold all rows of their users, sorted by (user_id, timestamp)
+and unique. A chunk is a run of whole users with at least `chunk_rows` rows (the last chunk of a
+file may be smaller; one user with more rows makes a bigger chunk), so memory is bounded by the
+chunk size, or the largest user, whatever the cohort size.
+
+Within a chunk every user's rows get a *key*: microseconds since the chunk's first instant plus
+the user's lane, `rank x lane_us`. Keys increase strictly through the whole chunk, so one
+`np.searchsorted` finds the row position of any (user, instant) and one `maximum.accumulate`
+never carries a value from one user into the next (lanes are two days wider than the chunk's
+time span).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.errors import DataContractError, Problem
+
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+_LANE_MARGIN_US = 2 * US_PER_DAY
+_COLUMNS = ("user_id", "timestamp", "heart_rate", "steps", "device")
+_FIX_ORDER = "re-run the validation stage; its clean files are sorted and hold whole users"
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class UserChunk:
+    """Whole users' rows. Row arrays have length n; user arrays length U."""
+
+    user_ids: tuple[str, ...]
+    user_offsets: np.ndarray  # int64 [U + 1]: rows of user u are [offsets[u], offsets[u + 1])
+    timestamp: np.ndarray  # int64 [n], microseconds since the epoch, UTC
+    heart_rate: np.ndarray  # float64 [n], 0 where null (see heart_rate_valid)
+    heart_rate_valid: np.ndarray  # bool [n]
+    steps: np.ndarray  # float64 [n], 0 where null (see steps_valid)
+    steps_valid: np.ndarray  # bool [n]
+    device: np.ndarray  # int32 [n], index into device_names (sorted, so ties break by name)
+    device_names: tuple[str, ...]
+    source_file: str
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.timestamp)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @cached_property
+    def origin_us(self) -> int:
+        """The chunk's first instant: keys are relative to it."""
+        return int(self.timestamp.min()) if self.num_rows else 0
+
+    @cached_property
+    def lane_us(self) -> int:
+        span = int(self.timestamp.max()) - self.origin_us if self.num_rows else 0
+        return span + 1 + _LANE_MARGIN_US
+
+    @cached_property
+    def key(self) -> np.ndarray:
+        """int64 [n], strictly increasing over the whole chunk (checked on load)."""
+        lanes = np.repeat(np.arange(self.num_users, dtype=np.int64) * self.lane_us,
+                          np.diff(self.user_offsets))
+        return (self.timestamp - self.origin_us) + lanes
+
+    def keys_of(self, user: np.ndarray, instant_us: np.ndarray) -> np.ndarray:
+        """Keys of (user index, UTC microseconds) pairs, for searchsorted against `key`.
+        Instants are clipped to the lane so that an instant outside the chunk's span still
+        lands before the user's first row or after the last one."""
+        offset = np.clip(np.asarray(instant_us, dtype=np.int64) - self.origin_us,
+                         -1, self.lane_us - 1)
+        return offset + np.asarray(user, dtype=np.int64) * self.lane_us
+
+
+def iter_user_chunks(files: Iterable[Path], chunk_rows: int) -> Iterator[UserChunk]:
+    """Yield chunks of whole users from clean Parquet files, in file and row order. Raises a
+    DataContractError when a user's rows are not contiguous, span two files, or are not strictly
+    increasing in time."""
+    seen: set[str] = set()
+    for path in files:
+        parquet = pq.ParquetFile(path, read_dictionary=["user_id", "device"])
+        pending: list[pa.RecordBatch] = []
+        num_pending = 0
+        batches = parquet.iter_batches(batch_size=max(chunk_rows, 1), columns=list(_COLUMNS))
+        for batch in batches:
+            pending.append(batch)
+            num_pending += batch.num_rows
+            if num_pending < chunk_rows:
+                continue
+            table = pa.Table.from_batches(pending)
+            cut = _last_user_start(table)
+            if cut == 0:
+                continue  # one user so far: keep reading until the next user starts
+            yield _to_chunk(table.slice(0, cut), path, seen)
+            rest = table.slice(cut)
+            pending, num_pending = rest.to_batches(), rest.num_rows
+        if num_pending:
+            yield _to_chunk(pa.Table.from_batches(pending), path, seen)
+
+
+def map_ordered(fn: Callable[[In], Out], items: Iterable[In], workers: int) -> Iterator[Out]:
+    """`map(fn, items)` on `workers` threads, in order, at most `workers + 1` items in flight:
+    numpy and pyarrow release the GIL, so reading the next chunk overlaps computing this one."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stethoscope") as pool:
+        in_flight: deque[Future[Out]] = deque()
+        for item in items:
+            in_flight.append(pool.submit(fn, item))
+            if len(in_flight) > workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def _last_user_start(table: pa.Table) -> int:
+    """Row position where the table's last user begins."""
+    users = table.column("user_id")
+    last = users[-1].as_py()
+    for chunk_end in range(users.num_chunks - 1, -1, -1):
+        codes = users.chunk(chunk_end)
+        names = np.asarray(codes.dictionary.to_pylist(), dtype=object)
+        last_codes = np.flatnonzero(names == last)
+        indices = codes.indices.to_numpy(zero_copy_only=False)
+        others = np.flatnonzero(~np.isin(indices, last_codes))
+        if len(others):
+            return sum(len(users.chunk(i)) for i in range(chunk_end)) + int(others[-1]) + 1
+    return 0
+
+
+def _to_chunk(table: pa.Table, path: Path, seen: set[str]) -> UserChunk:
+    table = table.unify_dictionaries().combine_chunks()
+    users = table.column("user_id").chunk(0)
+    codes = users.indices.to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1]).astype(np.int64)
+    user_ids = tuple(users.dictionary.take(pa.array(codes[starts])).to_pylist())
+    problems = []
+    repeated = sorted({u for u in user_ids if u in seen} | _duplicates(user_ids))
+    if repeated:
+        problems.append(Problem(
+            rule="user_rows_not_contiguous", file=str(path), column="user_id",
+            message=f"the rows of {len(repeated)} users are split ({repeated[:5]}).",
+            fix=_FIX_ORDER))
+    seen.update(user_ids)
+    timestamp = table.column("timestamp").chunk(0)
+    if timestamp.type != pa.timestamp("us", tz="UTC"):
+        timestamp = timestamp.cast(pa.timestamp("us", tz="UTC"))
+    heart_rate, heart_rate_valid = _values(table.column("heart_rate").chunk(0))
+    steps, steps_valid = _values(table.column("steps").chunk(0))
+    devices = table.column("device").chunk(0)
+    names = devices.dictionary.to_pylist()
+    order = np.argsort(np.asarray(names, dtype=object)).astype(np.int32)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    chunk = UserChunk(
+        user_ids=user_ids,
+        user_offsets=np.append(starts, len(codes)),
+        timestamp=timestamp.cast(pa.int64()).to_numpy(zero_copy_only=False),
+        heart_rate=heart_rate, heart_rate_valid=heart_rate_valid,
+        steps=steps, steps_valid=steps_valid,
+        device=rank[devices.indices.to_numpy(zero_copy_only=False)],
+        device_names=tuple(names[i] for i in order),
+        source_file=str(path),
+    )
+    if chunk.num_rows > 1 and not bool(np.all(chunk.key[1:] > chunk.key[:-1])):
+        problems.append(Problem(
+            rule="timestamps_not_increasing", file=str(path), column="timestamp",
+            message="a user's timestamps are not strictly increasing (unsorted or duplicated).",
+            fix=_FIX_ORDER))
+    if problems:
+        raise DataContractError("labels/sequences: the clean sensor logs are not in the order "
+                                "the validation stage promises", problems)
+    return chunk
+
+
+def _duplicates(items: tuple[str, ...]) -> set[str]:
+    return {item for item, count in Counter(items).items() if count > 1}
+
+
+def _values(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with nulls and NaN as 0, validity mask)."""
+    values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    valid = (np.ones(len(column), dtype=bool) if column.null_count == 0
+             else column.is_valid().to_numpy(zero_copy_only=False))
+    if pa.types.is_floating(column.type):
+        nan = np.isnan(values)
+        if nan.any():
+            valid &= ~nan
+            values = np.where(nan, 0.0, values)
+    return values, valid
