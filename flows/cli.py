@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -53,6 +54,68 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_config(path: str | None) -> dict:
+    """A run config file (YAML or JSON) with any of AuditParameters' stage sections."""
+    if not path:
+        return {}
+    import yaml
+
+    from schemas.errors import UsageError
+
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"--config {path}: no such file")
+    data = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of stage sections, found {type(data).__name__}")
+    return data
+
+
+def _exit_status(status: str) -> int:
+    return EXIT_FAIL if status == "fail" else EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.nightly_audit import AuditParameters, nightly_audit
+
+    out = Path(args.out)
+    params = AuditParameters.model_validate(
+        {**_load_config(args.config), "data_dir": str(args.data), "runs_dir": str(out.parent),
+         "run_id": out.name})
+    outcome = nightly_audit(params)
+    print(f"status: {outcome.status}\nreport:  {outcome.report}\nsummary: {outcome.summary}")
+    return _exit_status(outcome.status)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    outcome = run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed)
+    print(f"\nstatus: {outcome.status}\nreport:  {outcome.report.resolve()}\n"
+          f"summary: {outcome.summary.resolve()}")
+    return _exit_status(outcome.status)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from flows.analyze_predictions import analyze_flow
+
+    outcome = analyze_flow(Path(args.predictions), Path(args.out))
+    print(f"status: {outcome.status}\nreport:  {outcome.report}\nsummary: {outcome.summary}")
+    return _exit_status(outcome.status)
+
+
+def _audit_model(args: argparse.Namespace) -> int:
+    from flows.audit_model import AuditModelParameters, audit_model_flow
+
+    out = Path(args.out)
+    params = AuditModelParameters.model_validate(
+        {**_load_config(args.config), "model_file": str(args.model), "data_dir": str(args.data),
+         "runs_dir": str(out.parent), "run_id": out.name})
+    outcome = audit_model_flow(params)
+    print(f"status: {outcome.status}\nreport:  {outcome.report}\nsummary: {outcome.summary}")
+    return _exit_status(outcome.status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stethoscope",
@@ -92,12 +155,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-great-expectations", action="store_true",
                    help="skip the great-expectations suite and Data Docs (row gate only)")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("run", help="the whole nightly audit", description=(
+        "Validate, derive synthetic labels and sequences, train, audit activations and "
+        "gradients, analyse predictions, and write summary.json + report.html. Runs as a "
+        "Prefect flow (an embedded server when PREFECT_API_URL is unset). Exit 3 when the "
+        "run's status is fail."))
+    p.add_argument("--data", required=True, help="cohort directory")
+    p.add_argument("--out", required=True, help="run directory to write (its name is the run id)")
+    p.add_argument("--config", default=None, help="YAML/JSON file with stage sections "
+                   "(validation, labels, sequences, model, train, activations, gradients, analyze)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("audit-model", help="audits of an existing model", description=(
+        "Run the activation and gradient audits on a saved Keras model (safe mode) against a "
+        "cohort: validate, labels and sequences of the cohort, then the audits and the report."))
+    p.add_argument("--model", required=True, help="a .keras file (e.g. <run>/model/model.keras)")
+    p.add_argument("--data", required=True, help="cohort directory")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--config", default=None, help="YAML/JSON file with stage sections")
+    p.set_defaults(func=_audit_model)
+
+    p = sub.add_parser("analyze", help="prediction analysis alone", description=(
+        "Analyse a predictions.parquet (DESIGN columns: user_id, week_start, task, split, "
+        "y_true, y_score, device, device_generation, age, sex, extra metadata) from any model."))
+    p.add_argument("--predictions", required=True, help="predictions Parquet file")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("demo", help="simulate a small cohort and run the nightly audit on it",
+                       description="Simulate a small cohort and run the whole audit on it with "
+                       "small, fast settings; prints where the report is.")
+    p.add_argument("--dir", default="demo", help="where the cohort and the runs go (default ./demo)")
+    p.add_argument("--users", type=int, default=60, help="simulated users (default 60)")
+    p.add_argument("--weeks", type=int, default=2, help="weeks per user (default 2)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -90,18 +90,36 @@ def _stable(value: Any) -> Any:
 
 @dataclass
 class StageCache(CachePolicy):
-    """Cache key: task name + inputs (paths fingerprinted) + stethoscope's code."""
+    """Cache key: task name + inputs (paths fingerprinted) + stethoscope's code.
+
+    `outputs` names the path parameters a stage writes: they enter the key by name and by
+    whether they exist (a deleted output recomputes), not by content, which the stage itself
+    changes. `inputs_within` narrows a directory parameter to the sub-paths the stage reads
+    (training reads `<run>/sequences`, not the rest of the run directory)."""
+
+    outputs: tuple[str, ...] = ()
+    inputs_within: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:
         if os.environ.get("STETHOSCOPE_NO_CACHE") == "1":
             return None
-        payload = {"task": task_ctx.task.name, "inputs": _stable(inputs), "code": code_fingerprint()}
+        keyed = {}
+        for name, value in inputs.items():
+            if name in self.outputs and isinstance(value, Path):
+                keyed[name] = {"output": str(value), "exists": value.exists()}
+            elif name in self.inputs_within and isinstance(value, Path):
+                keyed[name] = {sub: _stable(value / sub) for sub in self.inputs_within[name]}
+            else:
+                keyed[name] = _stable(value)
+        payload = {"task": task_ctx.task.name, "inputs": keyed, "code": code_fingerprint()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def stage_options(timeout_seconds: float, retries: int = 2) -> dict[str, Any]:
-    """Keyword arguments for `task.with_options(...)`: the one policy, with a stage's timeout."""
+def stage_options(timeout_seconds: float, retries: int = 2, outputs: tuple[str, ...] = (),
+                  inputs_within: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Keyword arguments for `task.with_options(...)`: the one policy, with a stage's timeout
+    and the names of its output path parameters (see StageCache)."""
     return {
         "retries": retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=5),
@@ -109,5 +127,5 @@ def stage_options(timeout_seconds: float, retries: int = 2) -> dict[str, Any]:
         "retry_condition_fn": retry_on_transient,
         "timeout_seconds": timeout_seconds,
         "persist_result": True,
-        "cache_policy": StageCache(),
+        "cache_policy": StageCache(outputs=outputs, inputs_within=inputs_within or {}),
     }

@@ -1,0 +1,41 @@
+"""What a stage hands to the report stage besides its summary.json section: findings, figures
+(PNG files it wrote) and short notes. Records only; the report stage renders them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.summary import (
+    ActivationsSection,
+    DataSection,
+    Finding,
+    GradientsSection,
+    PredictionsSection,
+    SyntheticResult,
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A plot a stage produced, shown in the report under `section`."""
+
+    section: str
+    title: str
+    path: Path
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What one stage hands to the report: its summary section(s), findings and figures."""
+
+    stage: str
+    findings: list[Finding] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    data: DataSection | None = None
+    activations: ActivationsSection | None = None
+    gradients: GradientsSection | None = None
+    synthetic: list[SyntheticResult] | None = None
+    predictions: PredictionsSection | None = None
+    notes: list[str] = field(default_factory=list)
