@@ -315,8 +315,10 @@ class _State:
 
 
 class _Checkpoints:
-    def __init__(self, root: Path, keep: int) -> None:
-        self.root, self.keep = Path(root), keep
+    """checkpoints/epoch-NNN.keras + epoch-NNN.json of one configuration (its fingerprint)."""
+
+    def __init__(self, root: Path, keep: int, fingerprint: str) -> None:
+        self.root, self.keep, self.fingerprint = Path(root), keep, fingerprint
 
     def model_path(self, epoch: int) -> Path:
         return self.root / f"epoch-{epoch:03d}.keras"
@@ -389,62 +391,91 @@ def train_model(
     state), `out_dir/history.json` and predictions (default `out_dir/predictions.parquet`).
     `callbacks` run before the checkpoint and TensorBoard callbacks, so logs they add are kept."""
     out_dir = Path(out_dir)
-    predictions_path = Path(predictions_path or out_dir / "predictions.parquet")
     store = _open_store(store_dir, model_config)
     phases = plan_phases(config, *_task_specs(store, config))
-    fingerprint = _fingerprint(model_config, phases)
-    checkpoints = _Checkpoints(out_dir / "checkpoints", config.keep_checkpoints)
-    resumed = checkpoints.latest()
-    if resumed is not None and resumed.fingerprint != fingerprint:
-        raise UsageError(
-            f"train: the checkpoints in {checkpoints.root} come from a different model or task "
-            "set than this configuration, so they cannot be resumed. Delete that directory or "
-            "train into a new run directory."
-        )
-    if resumed is not None:
-        log.info("resuming from checkpoint epoch %d (%s)", resumed.epoch, resumed.phase)
+    checkpoints = _Checkpoints(out_dir / "checkpoints", config.keep_checkpoints,
+                               _fingerprint(model_config, phases))
+    resumed = _resumable(checkpoints)
+    run = _Run(store, config, model_config, out_dir, checkpoints, tuple(callbacks),
+               monitor="val_loss" if len(store.splits["val"]) else "loss")
     keras.utils.set_random_seed(config.seed)
-    use_metadata = model_config.num_metadata > 0
-    monitor = "val_loss" if len(store.splits["val"]) else "loss"
-
-    model, state = None, resumed
-    for index, phase in enumerate(phases):
-        if state is not None and state.phase_index > index:
-            continue  # finished before the crash; its weights live on in the later phase
-        if state is not None and state.phase_index == index:
-            model = keras.saving.load_model(checkpoints.model_path(state.epoch), safe_mode=True)
-        else:
-            keras.utils.set_random_seed(config.seed + index)  # same init fresh or resumed
-            previous, model = model, build_model(model_config, phase.tasks)
-            if previous is not None:
-                log.info("fine-tuning from pre-trained layers %s",
-                         transfer_weights(previous, model))
-            _compile(model, phase.tasks, config.learning_rate)
-            first = state.epoch if state is not None else 0
-            state = _State(fingerprint, index, phase.name, first, first,
-                           history=state.history if state is not None else ())
-        if not state.finished(phase):
-            state = _fit(model, phase, state, store, config, out_dir, checkpoints, monitor,
-                         use_metadata, callbacks)
-        if state.best_epoch is not None:  # early stopping restores the best epoch's weights
-            model.load_weights(checkpoints.model_path(state.best_epoch))
+    model, state = _train_phases(run, phases, resumed)
 
     final_tasks = phases[-1].tasks
     final = build_model(model_config, final_tasks)  # uncompiled: loads without stethoscope
     final.set_weights(model.get_weights())
     model_path = _save_model(final, out_dir / "model.keras")
     history_path = write_json_atomic(list(state.history), out_dir / "history.json")
-    predictions = _predict(final, store, final_tasks, config.batch_size, use_metadata)
-    write_parquet_atomic(predictions, predictions_path)
+    predictions = _predict(final, run, final_tasks)
+    predictions_path = write_parquet_atomic(
+        predictions, Path(predictions_path or out_dir / "predictions.parquet"))
     return TrainResult(
         model_path=model_path, history_path=history_path, predictions_path=predictions_path,
         checkpoint_dir=checkpoints.root, tensorboard_dir=out_dir / "tensorboard",
-        mode={"pretrain": "pretrain_finetune", "finetune": "pretrain_finetune"}.get(
-            phases[-1].name, phases[-1].name),
-        tasks=tuple(t.name for t in final_tasks), epochs_completed=state.epoch, monitor=monitor,
-        best_loss=state.best, resumed_from_epoch=resumed.epoch if resumed else None,
+        mode="pretrain_finetune" if phases[-1].name == "finetune" else phases[-1].name,
+        tasks=tuple(t.name for t in final_tasks), epochs_completed=state.epoch,
+        monitor=run.monitor, best_loss=state.best,
+        resumed_from_epoch=resumed.epoch if resumed else None,
         num_predictions=predictions.num_rows,
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every phase of one training run shares."""
+
+    store: _Store
+    config: TrainConfig
+    model_config: ModelConfig
+    out_dir: Path
+    checkpoints: _Checkpoints
+    callbacks: tuple[keras.callbacks.Callback, ...]
+    monitor: str
+
+    @property
+    def use_metadata(self) -> bool:
+        return self.model_config.num_metadata > 0
+
+
+def _resumable(checkpoints: _Checkpoints) -> _State | None:
+    """The newest checkpoint's state, after checking that it belongs to this configuration."""
+    state = checkpoints.latest()
+    if state is not None and state.fingerprint != checkpoints.fingerprint:
+        raise UsageError(
+            f"train: the checkpoints in {checkpoints.root} come from a different model or task "
+            "set than this configuration, so they cannot be resumed. Delete that directory or "
+            "train into a new run directory."
+        )
+    if state is not None:
+        log.info("resuming from checkpoint epoch %d (%s)", state.epoch, state.phase)
+    return state
+
+
+def _train_phases(run: _Run, phases: Sequence[Phase], resumed: _State | None
+                  ) -> tuple[keras.Model, _State]:
+    """Run (or finish) every phase; returns the last phase's model with its best weights."""
+    model, state = None, resumed
+    for index, phase in enumerate(phases):
+        if state is not None and state.phase_index > index:
+            continue  # finished before the crash; its weights live on in the later phase
+        if state is not None and state.phase_index == index:
+            model = keras.saving.load_model(run.checkpoints.model_path(state.epoch),
+                                            safe_mode=True)
+        else:
+            keras.utils.set_random_seed(run.config.seed + index)  # same init fresh or resumed
+            previous, model = model, build_model(run.model_config, phase.tasks)
+            if previous is not None:
+                log.info("fine-tuning from pre-trained layers %s",
+                         transfer_weights(previous, model))
+            _compile(model, phase.tasks, run.config.learning_rate)
+            first = state.epoch if state is not None else 0
+            state = _State(run.checkpoints.fingerprint, index, phase.name, first, first,
+                           history=state.history if state is not None else ())
+        if not state.finished(phase):
+            state = _fit(run, model, phase, state)
+        if state.best_epoch is not None:  # early stopping restores the best epoch's weights
+            model.load_weights(run.checkpoints.model_path(state.best_epoch))
+    return model, state
 
 
 def _compile(model: keras.Model, tasks: Sequence[TaskSpec], learning_rate: float) -> None:
@@ -457,20 +488,20 @@ def _compile(model: keras.Model, tasks: Sequence[TaskSpec], learning_rate: float
     )
 
 
-def _fit(model: keras.Model, phase: Phase, state: _State, store: _Store, config: TrainConfig,
-         out_dir: Path, checkpoints: _Checkpoints, monitor: str, use_metadata: bool,
-         callbacks: Sequence[keras.callbacks.Callback]) -> _State:
+def _fit(run: _Run, model: keras.Model, phase: Phase, state: _State) -> _State:
+    """model.fit from the state's epoch to the end of the phase (or an early stop)."""
     last = state.phase_first_epoch + phase.max_epochs
-    train, val = store.splits["train"], store.splits["val"]
-    train_data = _dataset(store, train, phase.tasks, config.batch_size, use_metadata=use_metadata,
-                          seed=config.seed, epochs=range(state.epoch, last))
-    val_data = (_dataset(store, val, phase.tasks, config.batch_size, use_metadata=use_metadata)
+    train, val = run.store.splits["train"], run.store.splits["val"]
+    batch_size, metadata = run.config.batch_size, run.use_metadata
+    train_data = _dataset(run.store, train, phase.tasks, batch_size, use_metadata=metadata,
+                          seed=run.config.seed, epochs=range(state.epoch, last))
+    val_data = (_dataset(run.store, val, phase.tasks, batch_size, use_metadata=metadata)
                 if len(val) else None)
-    checkpoint = _EpochCheckpoint(checkpoints, state, monitor, config.patience, phase)
-    tensorboard = _tensorboard(out_dir / "tensorboard" / phase.name)
+    checkpoint = _EpochCheckpoint(run.checkpoints, state, run.monitor, run.config.patience, phase)
+    tensorboard = _tensorboard(run.out_dir / "tensorboard" / phase.name)
     model.fit(train_data, validation_data=val_data, initial_epoch=state.epoch, epochs=last,
-              steps_per_epoch=math.ceil(len(train) / config.batch_size),
-              callbacks=[*callbacks, checkpoint, *tensorboard], shuffle=False, verbose=0)
+              steps_per_epoch=math.ceil(len(train) / batch_size),
+              callbacks=[*run.callbacks, checkpoint, *tensorboard], shuffle=False, verbose=0)
     return checkpoint.state
 
 
@@ -484,17 +515,16 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False)]
 
 
-def _predict(model: keras.Model, store: _Store, tasks: Sequence[TaskSpec], batch_size: int,
-             use_metadata: bool) -> pa.Table:
+def _predict(model: keras.Model, run: _Run, tasks: Sequence[TaskSpec]) -> pa.Table:
     """Validation and test rows x condition tasks with a known label."""
     parts = []
     conditions = [t for t in tasks if t.kind == "classification"]
     for name in ("val", "test"):
-        split = store.splits[name]
+        split = run.store.splits[name]
         if not len(split) or not conditions:
             continue
-        scores = model.predict(_dataset(store, split, conditions, batch_size,
-                                        use_metadata=use_metadata), verbose=0)
+        scores = model.predict(_dataset(run.store, split, conditions, run.config.batch_size,
+                                        use_metadata=run.use_metadata), verbose=0)
         for condition in conditions:
             y_true = split.labels[condition.name]
             at = np.flatnonzero(~np.isnan(y_true))
