@@ -1,40 +1,45 @@
-"""Write the sequence store's shards in two passes with bounded memory.
+"""Write the sequence store's shards with bounded memory, standardising once all is binned.
 
-Pass 1 (`add`): dense raw user-weeks [T, C] (heart rate in bpm and log1p steps, NaN where the
-bin has none) are buffered per split and saved as raw shards of `shard_size` user-weeks, while
-the train split's channel sums are accumulated. Pass 2 (`finish`): each raw shard is
-standardised with the train statistics, NaN set to 0, and saved under its final name. Memory:
-three shard buffers plus one shard.
+`add` copies raw user-weeks [k, T, C] (heart rate in bpm and log1p steps, NaN where the bin has
+none) into the open shard of their split and saves it when full, so memory is one shard per
+split. The train statistics are not known until every user-week is binned, so `finish` then
+standardises every shard in place (memory-mapped, a few shards at a time on threads) and sets
+NaN to 0.
 """
 
 from __future__ import annotations
 
-import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from schemas.sequence_store import SPLITS
-from tasks.io import atomic_path
 
 # Channels that are standardised, by position in [T, C]: 0 heart rate, 1 log1p steps.
 STANDARDISED = (0, 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Moments:
-    """Running count, sum and sum of squares (float64) of the finite values seen."""
+    """Count, sum and sum of squares (float64) of some values; they add up."""
 
-    count: int = 0
+    count: float = 0.0
     total: float = 0.0
     squares: float = 0.0
 
-    def add(self, values: np.ndarray) -> None:
-        finite = values[np.isfinite(values)].astype(np.float64)
-        self.count += len(finite)
-        self.total += float(finite.sum())
-        self.squares += float(np.square(finite).sum())
+    @classmethod
+    def of_bins(cls, values: np.ndarray) -> np.ndarray:
+        """Per week [k, 3] (count, sum, sum of squares) of the finite values of [k, T]."""
+        finite = np.isfinite(values)
+        clean = np.where(finite, values, 0.0)
+        return np.stack([finite.sum(axis=1), clean.sum(axis=1),
+                         np.square(clean).sum(axis=1)], axis=1).astype(np.float64)
+
+    def __add__(self, other: np.ndarray) -> Moments:
+        count, total, squares = np.asarray(other, dtype=np.float64).reshape(-1, 3).sum(axis=0)
+        return Moments(self.count + count, self.total + total, self.squares + squares)
 
     @property
     def mean(self) -> float:
@@ -51,58 +56,52 @@ class Moments:
 
 @dataclass
 class ShardWriter:
-    raw_dir: Path
     shard_dir: Path
     shard_size: int
-    train_moments: tuple[Moments, Moments] = field(default_factory=lambda: (Moments(), Moments()))
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    _buffers: dict[str, list[np.ndarray]] = field(
-        default_factory=lambda: {s: [] for s in SPLITS})
-    _raw: list[tuple[str, Path]] = field(default_factory=list)
+    _open: dict[str, np.ndarray] = field(default_factory=dict)
+    _saved: list[Path] = field(default_factory=list)
 
-    def add(self, split: str, weeks: np.ndarray) -> list[tuple[str, int]]:
-        """Queue raw user-weeks [k, T, C] of one split; returns (shard name, row) of each."""
-        if split == "train":
-            for channel, moments in zip(STANDARDISED, self.train_moments, strict=True):
-                moments.add(weeks[:, :, channel])
-        start = self.counts[split]
-        self.counts[split] += len(weeks)
-        self._buffers[split].append(weeks)
-        while sum(len(b) for b in self._buffers[split]) >= self.shard_size:
-            self._flush(split)
-        return [(shard_name(split, i // self.shard_size), i % self.shard_size)
-                for i in range(start, start + len(weeks))]
+    def add(self, split: str, raw: np.ndarray, weeks: np.ndarray) -> list[tuple[str, int]]:
+        """Queue `raw[weeks]` (user-weeks of one split); returns (shard name, row) of each."""
+        places = []
+        for week in weeks:
+            number, row = divmod(self.counts[split], self.shard_size)
+            if row == 0:
+                self._open[split] = np.empty((self.shard_size, *raw.shape[1:]), np.float32)
+            self._open[split][row] = raw[week]
+            self.counts[split] += 1
+            places.append((shard_name(split, number), row))
+            if row == self.shard_size - 1:
+                self._save(split)
+        return places
 
-    def finish(self) -> list[str]:
-        """Standardise every raw shard into its final file; returns the shard names."""
+    def finish(self, heart_rate: Moments, log_steps: Moments, workers: int = 2) -> list[str]:
+        """Save the last shard of each split; standardise every shard in place."""
         for split in SPLITS:
-            while self._buffers[split]:
-                self._flush(split)
-        names = []
-        for name, raw in self._raw:
-            weeks = np.load(raw)
-            for channel, moments in zip(STANDARDISED, self.train_moments, strict=True):
-                values = weeks[:, :, channel]
-                values -= np.float32(moments.mean)
-                values /= np.float32(moments.std)
-            np.nan_to_num(weeks, copy=False, nan=0.0)
-            with atomic_path(self.shard_dir / name) as tmp, tmp.open("wb") as handle:
-                np.save(handle, weeks)
-            raw.unlink()
-            names.append(name)
-        shutil.rmtree(self.raw_dir, ignore_errors=True)
-        return names
+            if self.counts[split] % self.shard_size:
+                self._save(split)
+        moments = (heart_rate, log_steps)
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            list(pool.map(lambda path: _standardise(path, moments), self._saved))
+        return [path.name for path in self._saved]
 
-    def _flush(self, split: str) -> None:
-        """Save exactly one shard (shard_size user-weeks, or what is left at the end)."""
-        queued = np.concatenate(self._buffers[split])
-        shard, rest = queued[: self.shard_size], queued[self.shard_size:]
-        self._buffers[split] = [rest] if len(rest) else []
-        name = shard_name(split, len([n for n, _ in self._raw if n.startswith(f"{split}-")]))
-        raw = self.raw_dir / name
-        raw.parent.mkdir(parents=True, exist_ok=True)
-        np.save(raw, shard)
-        self._raw.append((name, raw))
+    def _save(self, split: str) -> None:
+        rows = (self.counts[split] - 1) % self.shard_size + 1
+        path = self.shard_dir / shard_name(split, (self.counts[split] - 1) // self.shard_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, self._open.pop(split)[:rows])
+        self._saved.append(path)
+
+
+def _standardise(path: Path, moments: tuple[Moments, Moments]) -> None:
+    weeks = np.load(path, mmap_mode="r+")
+    for channel, m in zip(STANDARDISED, moments, strict=True):
+        values = weeks[:, :, channel]
+        values -= np.float32(m.mean)
+        values /= np.float32(m.std)
+        values[np.isnan(values)] = 0.0
+    weeks.flush()
 
 
 def shard_name(split: str, number: int) -> str:

@@ -14,9 +14,12 @@ time span).
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import contextlib
+import queue
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +39,7 @@ _FIX_ORDER = "re-run the validation stage; its clean files are sorted and hold w
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -114,19 +118,38 @@ def iter_user_chunks(files: Iterable[Path], chunk_rows: int) -> Iterator[UserChu
 
 
 def map_ordered(fn: Callable[[In], Out], items: Iterable[In], workers: int) -> Iterator[Out]:
-    """`map(fn, items)` on `workers` threads, in order, at most `workers + 1` items in flight:
-    numpy and pyarrow release the GIL, so reading the next chunk overlaps computing this one."""
+    """`map(fn, items)` on `workers` threads, in order. `items` is drawn on a reader thread of
+    its own, at most `workers` items ahead: reading (pyarrow releases the GIL) overlaps the
+    computing (numpy releases it too) and whatever the caller does with the results."""
     if workers <= 1:
         yield from map(fn, items)
         return
+    ahead: queue.Queue = queue.Queue(maxsize=workers)
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stethoscope") as pool:
-        in_flight: deque[Future[Out]] = deque()
-        for item in items:
-            in_flight.append(pool.submit(fn, item))
-            if len(in_flight) > workers:
-                yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
+
+        def feed() -> None:
+            try:
+                for item in items:
+                    ahead.put(pool.submit(fn, item))
+                    if stop.is_set():
+                        return
+                ahead.put(_DONE)
+            except BaseException as exc:  # handed to the consumer, raised there
+                ahead.put(exc)
+
+        reader = threading.Thread(target=feed, name="stethoscope-reader", daemon=True)
+        reader.start()
+        try:
+            while (got := ahead.get()) is not _DONE:
+                if isinstance(got, BaseException):
+                    raise got
+                yield got.result()
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    ahead.get(timeout=0.05)
 
 
 def _last_user_start(table: pa.Table) -> int:

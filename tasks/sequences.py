@@ -55,7 +55,7 @@ from schemas.sequence_store import (
 )
 from tasks._calendar import US_PER_DAY, US_PER_SECOND, bin_of, to_local_us
 from tasks._sequence_index import PLACES, build_index
-from tasks._shard_writer import ShardWriter
+from tasks._shard_writer import Moments, ShardWriter
 from tasks._user_chunks import UserChunk, iter_user_chunks, map_ordered
 from tasks.io import list_parquet_files, write_json_atomic, write_parquet_atomic
 
@@ -142,6 +142,7 @@ class BinnedWeeks:
     coverage: np.ndarray  # float64 [k]
     raw: np.ndarray  # float32 [k, T, C]: HR bin mean (NaN = none), log1p steps (NaN = none),
     #                   HR missing mask, then the optional time-of-day channels
+    moments: np.ndarray  # float64 [k, 2, 3]: (count, sum, sum of squares) of channels 0 and 1
 
 
 def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
@@ -159,8 +160,8 @@ def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
     groups = []
     for first in range(0, len(weeks), config.shard_size):
         group = slice(first, first + config.shard_size)
-        raw = _bin_rows(chunk, lo[group], hi[group], start_us[group], end_us[group],
-                        config.num_steps)
+        raw, moments = _bin_rows(chunk, lo[group], hi[group], start_us[group],
+                                 end_us[group], config.num_steps)
         if config.time_of_day:
             zones = np.array([zone_of[u] for u in user_ids[user[group]]], dtype=object)
             raw = np.concatenate([raw, time_of_day_channels(
@@ -168,14 +169,14 @@ def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
         groups.append(BinnedWeeks(
             user_id=user_ids[user[group]], week_start=spans.week_start[weeks[group]],
             coverage=(config.num_steps - raw[:, :, 2].sum(axis=1, dtype=np.float64))
-            / config.num_steps, raw=raw))
+            / config.num_steps, raw=raw, moments=moments))
     return groups
 
 
 def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.ndarray,
-              end_us: np.ndarray, num_steps: int) -> np.ndarray:
+              end_us: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """[k, T, 3] raw channels of k weeks whose rows are [lo, hi), by one np.bincount per
-    channel over (week, bin) ids."""
+    channel over (week, bin) ids, and the [k, 2, 3] moments of channels 0 and 1."""
     k, lengths = len(lo), hi - lo
     contiguous = k > 0 and np.array_equal(lo[1:], hi[:-1])
     rows = slice(lo[0], hi[-1]) if contiguous else _concat_ranges(lo, lengths)
@@ -188,13 +189,14 @@ def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.nda
     hr_sum = np.bincount(gid, weights=chunk.heart_rate[rows], minlength=size)
     has_steps = np.bincount(gid[steps_valid], minlength=size) > 0
     steps_sum = np.bincount(gid, weights=chunk.steps[rows], minlength=size)
-    raw = np.empty((k, num_steps, len(CHANNELS)), dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        raw[:, :, 0] = (hr_sum / hr_n).reshape(k, num_steps)  # NaN where no HR (0 / 0)
-    raw[:, :, 1] = np.where(has_steps, np.log1p(np.maximum(steps_sum, 0)), np.nan).reshape(
+        heart_rate = (hr_sum / hr_n).reshape(k, num_steps)  # NaN where no HR (0 / 0)
+    log_steps = np.where(has_steps, np.log1p(np.maximum(steps_sum, 0)), np.nan).reshape(
         k, num_steps)
+    raw = np.empty((k, num_steps, len(CHANNELS)), dtype=np.float32)
+    raw[:, :, 0], raw[:, :, 1] = heart_rate, log_steps
     raw[:, :, 2] = (hr_n == 0).reshape(k, num_steps)
-    return raw
+    return raw, np.stack([Moments.of_bins(heart_rate), Moments.of_bins(log_steps)], axis=1)
 
 
 def time_of_day_channels(start_us: np.ndarray, end_us: np.ndarray, zones: np.ndarray,
@@ -220,16 +222,15 @@ def build_sequences(
     spans = WeekSpans.read(user_weeks_file)
     with _staging(out_dir) as staging:
         store = StorePaths(root=staging)
-        writer = ShardWriter(staging / "raw", store.shards, config.shard_size)
-        places, excluded = _write_tensors(clean_dir, spans, users, writer, config)
+        writer = ShardWriter(store.shards, config.shard_size)
+        places, excluded, (hr, steps) = _write_tensors(clean_dir, spans, users, writer, config)
         if writer.counts["train"] == 0:
             raise DataContractError("sequences: no train user-week to standardise with", [Problem(
                 rule="empty_train_split", file=str(user_weeks_file),
                 message=f"none of the {places.num_rows} stored user-weeks is in the train split.",
                 fix="add users, lower min_coverage, or change split_seed / split_fractions")])
-        num_shards = len(writer.finish())
+        num_shards = len(writer.finish(hr, steps, config.workers))
         index, fixed = build_index(places, users, user_weeks_file, labels_file)
-        hr, steps = writer.train_moments
         stats = StoreStats(
             num_steps=config.num_steps,
             channels=list(CHANNELS) + (list(OPTIONAL_CHANNELS) if config.time_of_day else []),
@@ -252,10 +253,12 @@ def build_sequences(
     return result
 
 
-def _write_tensors(clean_dir: Path, spans: WeekSpans, users: pa.Table, writer: ShardWriter,
-                   config: SequencesConfig) -> tuple[pa.Table, pa.Table]:
-    """Bin every chunk and queue the kept user-weeks; returns (where each kept user-week is,
-    the excluded user-weeks)."""
+def _write_tensors(
+    clean_dir: Path, spans: WeekSpans, users: pa.Table, writer: ShardWriter,
+    config: SequencesConfig,
+) -> tuple[pa.Table, pa.Table, tuple[Moments, Moments]]:
+    """Bin every chunk and queue the kept user-weeks; returns where each kept user-week is,
+    the excluded user-weeks, and the train moments of heart rate and log steps."""
     zone_of = dict(zip(users["user_id"].to_pylist(), users["timezone"].to_pylist(), strict=True))
 
     @functools.cache
@@ -263,6 +266,7 @@ def _write_tensors(clean_dir: Path, spans: WeekSpans, users: pa.Table, writer: S
         return assign_split(user_id, config.split_seed, config.split_fractions)
 
     places, excluded = [PLACES.empty_table()], [EXCLUDED.empty_table()]
+    train = np.zeros((2, 3))
     chunks = iter_user_chunks(list_parquet_files(clean_dir), config.chunk_rows)
     for groups in map_ordered(lambda c: bin_chunk(c, spans, zone_of, config), chunks,
                               config.workers):
@@ -276,12 +280,15 @@ def _write_tensors(clean_dir: Path, spans: WeekSpans, users: pa.Table, writer: S
                 weeks = np.flatnonzero(keep & (split == name))
                 if len(weeks) == 0:
                     continue
-                shard_rows = writer.add(name, binned.raw[weeks])
+                if name == "train":
+                    train += binned.moments[weeks].sum(axis=0)
+                shard_rows = writer.add(name, binned.raw, weeks)
                 places.append(_week_rows(binned, weeks, split[weeks])
                               .append_column("shard", pa.array([p[0] for p in shard_rows]))
                               .append_column("row", pa.array([p[1] for p in shard_rows],
                                                              pa.int32())).cast(PLACES))
-    return pa.concat_tables(places), pa.concat_tables(excluded)
+    moments = (Moments() + train[0], Moments() + train[1])
+    return pa.concat_tables(places), pa.concat_tables(excluded), moments
 
 
 def _week_rows(binned: BinnedWeeks, weeks: np.ndarray, split: np.ndarray) -> pa.Table:

@@ -380,3 +380,24 @@ def test_every_target_matches_plain_pandas_on_a_simulated_cohort(tmp_path, simul
     # The simulated cohort exercises every target: each is non-null somewhere.
     assert all(result.non_null_targets[t] > 0 for t in USER_WEEK_TARGETS), result
     assert result.num_rows == len(logs_df)
+
+
+def test_chunks_hold_whole_users_and_every_row_once(simulated):
+    from tasks._user_chunks import iter_user_chunks
+
+    clean, _ = simulated
+    files = sorted(clean.glob("*.parquet"))
+    expected = pd.concat(pq.read_table(f).to_pandas() for f in files)
+    chunks = list(iter_user_chunks(files, chunk_rows=40_000))
+    assert len(files) < len(chunks) and max(c.num_users for c in chunks) > 1
+    per_user = expected.groupby("user_id").size()
+    assert sum(c.num_rows for c in chunks) == len(expected)
+    assert [u for c in chunks for u in c.user_ids] == sorted(per_user.index)
+    for chunk in chunks:
+        sizes = np.diff(chunk.user_offsets)
+        assert list(sizes) == list(per_user[list(chunk.user_ids)])
+        # Memory bound: under two batches of chunk_rows, or one (larger) user.
+        assert chunk.num_rows < 2 * 40_000 or chunk.num_users == 1
+    np.testing.assert_array_equal(
+        np.concatenate([c.timestamp for c in chunks]),
+        expected["timestamp"].astype("datetime64[us, UTC]").astype("int64").to_numpy())
