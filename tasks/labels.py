@@ -115,7 +115,7 @@ def build_user_weeks(
 
     def compute(chunk: UserChunk) -> tuple[UserChunk, pa.Table | None]:
         zones = [timezones.get(u) for u in chunk.user_ids]
-        if None in zones or missing:
+        if None in zones or missing:  # after the first unknown user, only collect the others
             return chunk, None
         return chunk, user_weeks_of_chunk(chunk, tuple(zones), config)
 
@@ -133,7 +133,7 @@ def build_user_weeks(
         if missing:
             raise DataContractError("labels: users without a timezone", [Problem(
                 rule="unknown_user", file=str(users_file), column="user_id",
-                count=len(missing), message=f"{len(missing)} users of the clean logs are not "
+                message=f"{len(missing)} users of the clean logs are not "
                 f"in the users table ({missing[:10]}).",
                 fix="add them to users.parquet or re-run validation, which quarantines them")])
     log.info("labels: %d user-weeks of %d users from %d rows", num_weeks, num_users, num_rows)
@@ -174,9 +174,12 @@ def user_weeks_of_chunk(
                          chunk.num_rows)
     hr, valid = chunk.heart_rate, chunk.heart_rate_valid
     rest_valid = rest_mask(chunk, config.rest_minutes) & valid
+    # Variances from sums of squares around the chunk's mean, so that prefix sums over a
+    # million rows keep the precision of a window's few hundred.
+    centred = (hr - hr.sum() / max(int(valid.sum()), 1)) * valid
     total = {  # prefix sums at every range bound, one reduceat pass per row array
-        "valid": segments.totals(valid), "hr": segments.totals(hr),
-        "hr2": segments.totals(hr * hr), "rest": segments.totals(rest_valid),
+        "valid": segments.totals(valid), "centred": segments.totals(centred),
+        "centred2": segments.totals(centred * centred), "rest": segments.totals(rest_valid),
         "rest_hr": segments.totals(hr * rest_valid),
         "steps": segments.totals(chunk.steps), "steps_valid": segments.totals(chunk.steps_valid),
     }
@@ -189,8 +192,8 @@ def user_weeks_of_chunk(
         return np.bincount(windows[window].week[sel], minlength=len(grid),
                            weights=segments.between(total[name], start[sel], end[sel]))
 
-    std = {window: _population_std(window_sum("valid", window), window_sum("hr", window),
-                                   window_sum("hr2", window), config.min_window_samples)
+    std = {window: _population_std(window_sum("valid", window), window_sum("centred", window),
+                                   window_sum("centred2", window), config.min_window_samples)
            for window in windows}
     night_rest = [_mean(window_sum("rest_hr", "night_window", days),
                         window_sum("rest", "night_window", days), config.min_window_samples)

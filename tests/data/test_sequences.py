@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from schemas.errors import DataContractError
 from schemas.sequence_store import EXCLUDED, INDEX, SPLITS, StorePaths, StoreStats
 from schemas.tables import USER_WEEK_TARGETS
 from tasks.labels import LabelsConfig, build_user_weeks
@@ -242,3 +243,11 @@ def test_the_six_real_fitbit_users_get_user_weeks_and_sequences(tmp_path, caplog
     with caplog.at_level(logging.INFO):
         log.info("fitbit user-weeks: %s; %s", summary.to_dict("index"), result.describe())
     print("fitbit user-weeks:\n", summary.to_string(), "\n", result.describe())
+
+
+def test_no_train_user_week_is_a_clear_error_and_leaves_nothing(tmp_path):
+    t = every("2024-05-06", "2024-05-13", step=pd.Timedelta(hours=1))
+    with pytest.raises(DataContractError, match="no train user-week"):
+        store(tmp_path, [logs("a", t, 70.0)], {"a": "UTC"}, num_steps=168,
+              split_fractions=(0.0, 1.0, 0.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "users.parquet", "uw.parquet"]
