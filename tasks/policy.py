@@ -92,9 +92,9 @@ def _stable(value: Any) -> Any:
 class StageCache(CachePolicy):
     """Cache key: task name + inputs (paths fingerprinted) + stethoscope's code.
 
-    `outputs` names the path parameters a stage writes: they enter the key by name and by
-    whether they exist (a deleted output recomputes), not by content, which the stage itself
-    changes. `inputs_within` narrows a directory parameter to the sub-paths the stage reads
+    `outputs` names the path parameters a stage writes: they enter the key by name, not by
+    content, which the stage itself changes (so a run directory deleted by hand is not
+    noticed: give the re-run a new run id). `inputs_within` narrows a directory parameter to the sub-paths the stage reads
     (training reads `<run>/sequences`, not the rest of the run directory)."""
 
     outputs: tuple[str, ...] = ()
@@ -107,7 +107,7 @@ class StageCache(CachePolicy):
         keyed = {}
         for name, value in inputs.items():
             if name in self.outputs and isinstance(value, Path):
-                keyed[name] = {"output": str(value), "exists": value.exists()}
+                keyed[name] = {"output": str(value)}
             elif name in self.inputs_within and isinstance(value, Path):
                 keyed[name] = {sub: _stable(value / sub) for sub in self.inputs_within[name]}
             else:
