@@ -62,19 +62,23 @@ class ShardWriter:
     _open: dict[str, np.ndarray] = field(default_factory=dict)
     _saved: list[Path] = field(default_factory=list)
 
-    def add(self, split: str, raw: np.ndarray, weeks: np.ndarray) -> list[tuple[str, int]]:
-        """Queue `raw[weeks]` (user-weeks of one split); returns (shard name, row) of each."""
-        places = []
-        for week in weeks:
+    def add(self, split: str, raw: np.ndarray, weeks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Queue `raw[weeks]` (user-weeks of one split); returns each one's shard name and row."""
+        names, rows = [], []
+        done = 0
+        while done < len(weeks):
             number, row = divmod(self.counts[split], self.shard_size)
             if row == 0:
                 self._open[split] = np.empty((self.shard_size, *raw.shape[1:]), np.float32)
-            self._open[split][row] = raw[week]
-            self.counts[split] += 1
-            places.append((shard_name(split, number), row))
-            if row == self.shard_size - 1:
+            take = min(self.shard_size - row, len(weeks) - done)
+            self._open[split][row:row + take] = raw[weeks[done:done + take]]
+            names.append(np.full(take, shard_name(split, number), dtype=object))
+            rows.append(np.arange(row, row + take, dtype=np.int32))
+            self.counts[split] += take
+            done += take
+            if row + take == self.shard_size:
                 self._save(split)
-        return places
+        return np.concatenate(names), np.concatenate(rows)
 
     def finish(self, heart_rate: Moments, log_steps: Moments, workers: int = 2) -> list[str]:
         """Save the last shard of each split; standardise every shard in place."""

@@ -282,11 +282,10 @@ def _write_tensors(
                     continue
                 if name == "train":
                     train += binned.moments[weeks].sum(axis=0)
-                shard_rows = writer.add(name, binned.raw, weeks)
+                shards, rows = writer.add(name, binned.raw, weeks)
                 places.append(_week_rows(binned, weeks, split[weeks])
-                              .append_column("shard", pa.array([p[0] for p in shard_rows]))
-                              .append_column("row", pa.array([p[1] for p in shard_rows],
-                                                             pa.int32())).cast(PLACES))
+                              .append_column("shard", pa.array(shards, pa.string()))
+                              .append_column("row", pa.array(rows, pa.int32())).cast(PLACES))
     moments = (Moments() + train[0], Moments() + train[1])
     return pa.concat_tables(places), pa.concat_tables(excluded), moments
 
