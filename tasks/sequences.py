@@ -53,7 +53,7 @@ from schemas.sequence_store import (
     StorePaths,
     StoreStats,
 )
-from tasks._calendar import US_PER_DAY, US_PER_SECOND, bin_of, to_local_us
+from tasks._calendar import US_PER_DAY, US_PER_SECOND, to_local_us
 from tasks._sequence_index import PLACES, build_index
 from tasks._shard_writer import Moments, ShardWriter
 from tasks._user_chunks import UserChunk, iter_user_chunks, map_ordered
@@ -63,7 +63,7 @@ log = logging.getLogger("stethoscope.sequences")
 
 
 class SequencesConfig(StageConfig):
-    num_steps: int = Field(4096, ge=8, description="T: bins per user-week")
+    num_steps: int = Field(4096, ge=8, le=1_000_000, description="T: bins per user-week")
     min_coverage: float = Field(0.5, ge=0, le=1, description="least share of bins with HR")
     time_of_day: bool = Field(False, description="add local time-of-day sin/cos channels")
     split_fractions: tuple[float, float, float] = Field(
@@ -147,8 +147,9 @@ class BinnedWeeks:
 
 def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
               config: SequencesConfig) -> list[BinnedWeeks]:
-    """Bin one chunk of whole users into the weeks of the user-week table, `shard_size` weeks
-    at a time (memory: a few [shard_size, T] float64 arrays)."""
+    """Bin one chunk of whole users into the weeks of the user-week table, up to `shard_size`
+    weeks at a time (memory: a few [shard_size, T] float64 arrays). Every row must fall in a
+    week of the table (it was built from these logs)."""
     ranges = [spans.rows_of.get(u, (0, 0)) for u in chunk.user_ids]
     counts = np.array([e - s for s, e in ranges], dtype=np.int64)
     weeks = _concat_ranges(np.array([s for s, _ in ranges], dtype=np.int64), counts)
@@ -157,9 +158,18 @@ def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
     lo = np.searchsorted(chunk.key, chunk.keys_of(user, start_us))
     hi = np.searchsorted(chunk.key, chunk.keys_of(user, end_us))
     user_ids = np.asarray(chunk.user_ids, dtype=object)
-    groups = []
-    for first in range(0, len(weeks), config.shard_size):
-        group = slice(first, first + config.shard_size)
+    covered = np.bincount(user, weights=hi - lo, minlength=chunk.num_users)
+    stray = np.flatnonzero(covered != np.diff(chunk.user_offsets))
+    if len(stray):
+        raise DataContractError("sequences: the user-week table does not match the clean logs", [
+            Problem(rule="rows_outside_user_weeks", file=chunk.source_file, column="user_id",
+                    message=f"{len(stray)} users have rows in no week of the user-week table "
+                    f"({list(user_ids[stray][:10])}).",
+                    fix="re-run the labels stage on these clean logs")])
+    # The weeks now partition the chunk's rows, in order: week w's rows are [lo[w], hi[w]).
+    groups, size = [], min(config.shard_size, _max_group(config.num_steps))
+    for first in range(0, len(weeks), size):
+        group = slice(first, first + size)
         raw, moments = _bin_rows(chunk, lo[group], hi[group], start_us[group],
                                  end_us[group], config.num_steps)
         if config.time_of_day:
@@ -175,19 +185,23 @@ def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
 
 def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.ndarray,
               end_us: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """[k, T, 3] raw channels of k weeks whose rows are [lo, hi), by one np.bincount per
+    """[k, T, 3] raw channels of k consecutive weeks, whose rows are [lo, hi), by one bincount per
     channel over (week, bin) ids, and the [k, 2, 3] moments of channels 0 and 1."""
     k, lengths = len(lo), hi - lo
-    contiguous = k > 0 and np.array_equal(lo[1:], hi[:-1])
-    rows = slice(lo[0], hi[-1]) if contiguous else _concat_ranges(lo, lengths)
-    gid = np.repeat(np.arange(k, dtype=np.int64) * num_steps, lengths) + bin_of(
-        chunk.timestamp[rows], np.repeat(start_us, lengths), np.repeat(end_us, lengths),
-        num_steps)
+    rows = slice(lo[0], hi[-1])  # consecutive weeks: consecutive rows
+    # (week, bin) id = w T + bin_of(t, start, end, T), as one floor division: moving week w's
+    # start back by w week lengths adds exactly w T (no int64 overflow for k <= _max_group(T)).
+    duration = end_us - start_us
+    shifted_start = start_us - np.arange(k, dtype=np.int64) * duration
+    gid = ((chunk.timestamp[rows] - np.repeat(shifted_start, lengths)) * num_steps
+           // np.repeat(duration, lengths))
     size = k * num_steps
     valid, steps_valid = chunk.heart_rate_valid[rows], chunk.steps_valid[rows]
-    hr_n = np.bincount(gid[valid], minlength=size)
+    samples = np.bincount(gid, minlength=size)
+    hr_n = samples if valid.all() else np.bincount(gid[valid], minlength=size)
     hr_sum = np.bincount(gid, weights=chunk.heart_rate[rows], minlength=size)
-    has_steps = np.bincount(gid[steps_valid], minlength=size) > 0
+    has_steps = (samples if steps_valid.all() else np.bincount(gid[steps_valid],
+                                                               minlength=size)) > 0
     steps_sum = np.bincount(gid, weights=chunk.steps[rows], minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
         heart_rate = (hr_sum / hr_n).reshape(k, num_steps)  # NaN where no HR (0 / 0)
@@ -197,6 +211,11 @@ def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.nda
     raw[:, :, 0], raw[:, :, 1] = heart_rate, log_steps
     raw[:, :, 2] = (hr_n == 0).reshape(k, num_steps)
     return raw, np.stack([Moments.of_bins(heart_rate), Moments.of_bins(log_steps)], axis=1)
+
+
+def _max_group(num_steps: int) -> int:
+    """Most weeks binned at once so that (k weeks of <= 8 days in us) x T fits in an int64."""
+    return max(1, 2**62 // (8 * US_PER_DAY * num_steps))
 
 
 def time_of_day_channels(start_us: np.ndarray, end_us: np.ndarray, zones: np.ndarray,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -178,12 +179,14 @@ def test_labels_join_by_user_and_keep_unknowns(tmp_path):
 
 
 def test_index_carries_metadata_targets_and_points_at_every_shard_row(tmp_path):
-    t = every("2024-05-06", "2024-05-20", step=pd.Timedelta(minutes=10))
+    # Two weeks of different lengths (167 h, then 168 h) binned in one go.
+    t = every("2024-03-25", "2024-04-08", step=pd.Timedelta(minutes=10), tz="Europe/Paris")
     ids = [f"m{i}" for i in range(9)]
     frames = [logs(u, t, 60.0 + (np.arange(len(t)) % 7), steps=np.arange(len(t)) % 3)
               for u in ids]
     result, paths, stats, index = store(tmp_path, frames, dict.fromkeys(ids, "Europe/Paris"),
-                                        num_steps=64, shard_size=4)
+                                        num_steps=4096, shard_size=4, min_coverage=0.2)
+    assert sorted(set(index["coverage"].to_pylist())) == [167 * 6 / 4096, 168 * 6 / 4096]
     assert index.schema.names[: len(INDEX)] == INDEX.names
     assert index.schema.names[len(INDEX):] == list(USER_WEEK_TARGETS) == stats.targets
     weeks = pq.read_table(tmp_path / "uw.parquet").to_pandas().set_index(
@@ -195,7 +198,7 @@ def test_index_carries_metadata_targets_and_points_at_every_shard_row(tmp_path):
     places = set()
     for shard, group in index.to_pandas().groupby("shard"):
         array = np.load(paths.shard(shard), mmap_mode="r")
-        assert array.shape[1:] == (64, 3) and array.shape[0] <= 4
+        assert array.shape[1:] == (4096, 3) and array.shape[0] <= 4
         assert shard.split("-")[0] == group["split"].iloc[0] == group["split"].iloc[-1]
         assert sorted(group["row"]) == list(range(array.shape[0]))
         places.update((shard, r) for r in group["row"])
@@ -251,3 +254,15 @@ def test_no_train_user_week_is_a_clear_error_and_leaves_nothing(tmp_path):
         store(tmp_path, [logs("a", t, 70.0)], {"a": "UTC"}, num_steps=168,
               split_fractions=(0.0, 1.0, 0.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "users.parquet", "uw.parquet"]
+
+
+def test_a_user_week_table_of_other_logs_is_refused(tmp_path):
+    t = every("2024-05-06", "2024-05-13", step=pd.Timedelta(hours=1))
+    clean, users = write_clean(tmp_path, [logs("a", t, 70.0), logs("b", t, 70.0)],
+                               {"a": "UTC", "b": "UTC"})
+    weeks = build_user_weeks(clean, users, tmp_path / "uw.parquet", LabelsConfig())
+    table = pq.read_table(weeks.path)
+    pq.write_table(table.filter(pc.equal(table["user_id"], "a")), weeks.path)
+    with pytest.raises(DataContractError, match=r"\['b'\]"):
+        build_sequences(clean, users, weeks.path, None, tmp_path / "sequences",
+                        SequencesConfig(num_steps=168))
