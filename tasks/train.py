@@ -325,7 +325,7 @@ class _Checkpoints:
 
     def latest(self) -> _State | None:
         """The newest complete checkpoint (its JSON exists, so its model was saved first)."""
-        for state_file in sorted(self.root.glob("epoch-*.json"), reverse=True):
+        for state_file in sorted(self.root.glob("epoch-*.json"), key=_epoch_of, reverse=True):
             state = json.loads(state_file.read_text())
             if self.model_path(state["epoch"]).exists():
                 return _State(**{**state, "history": tuple(state["history"])})
@@ -340,7 +340,11 @@ class _Checkpoints:
             self.model_path(epoch).unlink(missing_ok=True)
 
     def _epochs(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.root.glob("epoch-*.json")}
+        return {_epoch_of(p) for p in self.root.glob("epoch-*.json")}
+
+
+def _epoch_of(state_file: Path) -> int:
+    return int(state_file.stem.split("-")[1])  # epoch-NNN.json; numeric, so 1000 follows 999
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
@@ -572,9 +576,12 @@ class _ProgressArtifact(keras.callbacks.Callback):
                                                  description="Training epochs")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.move_to(100.0 * (epoch + 1) / self.total)
+
+    def move_to(self, percent: float) -> None:
         from prefect.artifacts import update_progress_artifact
 
-        update_progress_artifact(self.artifact, min(100.0, 100.0 * (epoch + 1) / self.total))
+        update_progress_artifact(self.artifact, min(100.0, percent))
 
 
 @task(name="train")
@@ -583,9 +590,10 @@ def train_task(run_dir: Path, config: TrainConfig, model_config: ModelConfig,
     """Train from `<run>/sequences` into `<run>/model`, predictions to `<run>/predictions`."""
     paths = RunPaths(Path(run_dir))
     total = config.epochs + (config.pretrain_epochs if config.mode == "pretrain_finetune" else 0)
+    progress = _ProgressArtifact(total)  # an early stop ends a phase before its budget
     result = train_model(paths.sequences, paths.model_dir, config, model_config,
-                         predictions_path=paths.predictions,
-                         callbacks=[*callbacks, _ProgressArtifact(total)])
+                         predictions_path=paths.predictions, callbacks=[*callbacks, progress])
+    progress.move_to(100.0)
     log.info("trained %s (%s), %d epochs, best %s %.4f; %d predictions", result.tasks,
              result.mode, result.epochs_completed, result.monitor, result.best_loss or math.nan,
              result.num_predictions)
