@@ -19,8 +19,10 @@ vector, every synthetic target and every condition label), `stats.json` and `exc
 - Labels: when labels.parquet exists, its condition columns join the index by user; null stays
   null (unknown, masked by training), users without a labels row get nulls.
 
-The clean logs are streamed in chunks of whole users; per chunk, binning is one pass of
-`np.add.reduceat` over runs of equal (week, bin). Memory: one chunk plus three shard buffers.
+The clean logs are streamed in chunks of whole users; per chunk and channel, binning is one
+`np.bincount` over (week, bin) ids. Memory: a few chunks in flight plus one open shard per split;
+shards are standardised in place once the train statistics are known (`tasks._shard_writer`).
+The store is built in a hidden sibling directory and renamed over `out_dir` when complete.
 """
 
 from __future__ import annotations
