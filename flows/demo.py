@@ -20,6 +20,8 @@ DEMO_SETTINGS = {
     "activations": {"max_user_weeks": 32},
     "gradients": {"max_user_weeks": 32},
     "analyze": {"num_bootstrap": 300, "num_permutations": 300},
+    "synthetic": {"epochs": 6, "learning_rate": 0.01, "batch_size": 16,
+                  "max_train_user_weeks": 64, "max_val_user_weeks": 32},
 }
 
 

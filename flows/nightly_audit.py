@@ -25,6 +25,7 @@ from tasks.labels import LabelsConfig, user_weeks_task
 from tasks.policy import stage_options
 from tasks.report import report_task
 from tasks.sequences import SequencesConfig, sequences_task
+from tasks.synthetic import SyntheticConfig, synthetic_task
 from tasks.train import TrainConfig, train_task
 from tasks.validate import ValidateConfig, validate_task
 
@@ -48,6 +49,7 @@ class AuditParameters(BaseModel):
     activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
     gradients: GradientsConfig = Field(default_factory=GradientsConfig)
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
     @model_validator(mode="after")
     def _one_sequence_length(self) -> AuditParameters:
@@ -103,11 +105,16 @@ def nightly_audit(params: AuditParameters) -> RunOutcome:
     gradients = gradients_task.with_options(**audit).submit(
         trained.model_path, run.sequences, run.audits / "gradients", params.gradients,
         list(trained.tasks))
+    # needs only the sequences, but starts after training: both seed Keras' global RNGs, and
+    # two seeded fits on one process at once would make either's initial weights a race
+    synthetic = synthetic_task.with_options(**stage_options(
+        2 * 60 * MINUTE, outputs=("out_dir",))).submit(
+        run.sequences, run.audits / "synthetic", params.synthetic, params.model)
     analysis = analyze_task.with_options(**audit).submit(
         trained.predictions_path, run.analysis, params.analyze, run.clean, cohort.users)
 
     results = [validation, user_weeks, sequences, trained,
-               activations.result(), gradients.result(), analysis.result()]
+               activations.result(), gradients.result(), synthetic.result(), analysis.result()]
     summary = report_task.with_options(**stage_options(10 * MINUTE, outputs=("run_dir",)))(
         run.root, params.model_dump(mode="json"), started_at, results)
     print(f"{summary.status.upper()}: report {run.report} · summary {run.summary}")

@@ -14,6 +14,7 @@ from tasks.analyze import AnalysisResult
 from tasks.gradients import GradientsResult
 from tasks.labels import UserWeeksResult
 from tasks.sequences import SequencesResult
+from tasks.synthetic import SyntheticAuditResult
 from tasks.train import TrainResult
 from tasks.validate import ValidationResult
 
@@ -89,6 +90,15 @@ def _(result: GradientsResult) -> StageOutcome:
                       "mean |d raw_output[t_mid] / d input[t]| on a log scale; horizon marked")]
     return StageOutcome(stage="gradients", findings=list(result.findings), figures=figures,
                         gradients=result.section)
+
+
+@outcome_of.register
+def _(result: SyntheticAuditResult) -> StageOutcome:
+    figures = [Figure("synthetic", "Synthetic-target learnability", result.plot_file,
+                      "R² per target on validation user-weeks: the network, the memory-less "
+                      "reference and the train mean; dashed: the threshold")]
+    return StageOutcome(stage="synthetic", findings=list(result.findings), figures=figures,
+                        synthetic=list(result.results), notes=[result.note])
 
 
 @outcome_of.register
