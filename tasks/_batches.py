@@ -7,6 +7,7 @@ on the store format; `iter_store_batches` is the one reader of the sequence stor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import pyarrow.parquet as pq
 from schemas.errors import DataContractError, Problem
 from schemas.sequence_store import CHANNELS, StorePaths, StoreStats
 
+log = logging.getLogger("stethoscope.audits")
+
 Batch = Any  # (sequence, metadata) | sequence | ((sequence, metadata), y) | {input name: array}
 
 
@@ -27,9 +30,20 @@ def iter_store_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (sequence [b, T, C] float32, metadata [b, M] float32) batches of the first
     `max_user_weeks` user-weeks of `split`, in index order. Shards are memory-mapped, so memory
-    stays bounded by one batch whatever the sample size."""
+    stays bounded by one batch whatever the sample size. A small cohort may have no user-week
+    in `split`: then the next of val, test, train that has some is used, with a warning."""
     paths = StorePaths(root=Path(store_dir))
     index = pq.read_table(paths.index, columns=["split", "shard", "row", "metadata"])
+    available = set(index.column("split").to_pylist())
+    if split not in available:
+        fallback = next((s for s in ("val", "test", "train") if s in available), None)
+        if fallback is None:
+            raise DataContractError(f"audits: the sequence store {store_dir} holds no user-weeks", [
+                Problem(rule="empty_store", file=str(paths.index),
+                        message="no user-week passed the coverage bound.",
+                        fix="lower sequences.min_coverage or audit a cohort with more data")])
+        log.warning("no %s user-weeks in %s: the audit sample comes from %s", split, store_dir, fallback)
+        split = fallback
     index = index.filter(pc.equal(index.column("split"), split))
     if max_user_weeks is not None:
         index = index.slice(0, max_user_weeks)

@@ -80,6 +80,9 @@ def _(result: ActivationsResult) -> StageOutcome:
     figures = [Figure("activations", f"Activations of {p.stem}", p,
                       "units x time for a few validation user-weeks; night shaded")
                for p in result.heatmap_files]
+    if result.dead_history_plot is not None:
+        figures.insert(0, Figure("activations", "Dead units per epoch", result.dead_history_plot,
+                                 "share of each layer's units that are dead, after every epoch"))
     return StageOutcome(stage="activations", findings=list(result.findings), figures=figures,
                         activations=ActivationsSection(layers=list(result.layers)))
 
