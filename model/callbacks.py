@@ -166,7 +166,9 @@ class DeadUnitMonitor(keras.callbacks.Callback):
         self.layer_names = layer_names
         self.dead_threshold = dead_threshold
         self.batch_size = batch_size
-        self.rows: list[dict[str, object]] = []
+        # Rows of an earlier attempt (a training task resumed from its checkpoint) are kept.
+        self.rows: list[dict[str, object]] = (
+            json.loads(self.path.read_text()) if self.path is not None and self.path.exists() else [])
         self._probe = None  # compiled probe, built on the first use
         self._num_inputs = 0
         self._layers: list[keras.layers.Layer] = []
@@ -213,12 +215,13 @@ class DeadUnitMonitor(keras.callbacks.Callback):
             _write_json_atomic(self.rows, self.path)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.rows = []
-        self._probe = None
-        self._record(0, None)
+        self._probe = None  # a new fit may bring a new model (pre-training, then fine-tuning)
+        if not self.rows:
+            self._record(0, None)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._record(epoch + 1, logs)
+        # epochs count on across fits and attempts: n = after the n-th epoch of the whole run
+        self._record(1 + max(int(row["epoch"]) for row in self.rows), logs)
 
 
 def _write_json_atomic(obj: object, path: Path) -> None:

@@ -42,6 +42,7 @@ import tensorflow as tf
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.callbacks import DeadUnitMonitor
 from model.deepheart import ModelConfig, TaskSpec, build_model, transfer_weights
 from model.losses import MaskedBinaryCrossentropy, MaskedMeanSquaredError
 from schemas.config import StageConfig
@@ -49,10 +50,12 @@ from schemas.errors import DataContractError, Problem, UsageError
 from schemas.layout import RunPaths
 from schemas.sequence_store import INDEX, StorePaths, StoreStats
 from schemas.tables import PREDICTIONS
+from tasks._batches import iter_store_batches
 from tasks.io import write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger("stethoscope.train")
 
+DEAD_UNITS_FILE = "dead_units.json"  # DeadUnitMonitor's rows: dead share per layer per epoch
 Mode = Literal["supervised", "pretrain_finetune", "synthetic"]
 # predictions.parquet: DESIGN's columns, then extra metadata for strata and loss patterns
 PREDICTION_COLUMNS = pa.schema([*PREDICTIONS, pa.field("coverage", pa.float64())])
@@ -591,8 +594,10 @@ def train_task(run_dir: Path, config: TrainConfig, model_config: ModelConfig,
     paths = RunPaths(Path(run_dir))
     total = config.epochs + (config.pretrain_epochs if config.mode == "pretrain_finetune" else 0)
     progress = _ProgressArtifact(total)  # an early stop ends a phase before its budget
+    sample = list(iter_store_batches(paths.sequences, "val", max_user_weeks=32, batch_size=32))
+    monitor = DeadUnitMonitor([sample[0][0], sample[0][1]], path=paths.model_dir / DEAD_UNITS_FILE)
     result = train_model(paths.sequences, paths.model_dir, config, model_config,
-                         predictions_path=paths.predictions, callbacks=[*callbacks, progress])
+                         predictions_path=paths.predictions, callbacks=[*callbacks, monitor, progress])
     progress.move_to(100.0)
     log.info("trained %s (%s), %d epochs, best %s %.4f; %d predictions", result.tasks,
              result.mode, result.epochs_completed, result.monitor, result.best_loss or math.nan,
