@@ -5,11 +5,11 @@ and unique. A chunk is a run of whole users with at least `chunk_rows` rows (the
 file may be smaller; one user with more rows makes a bigger chunk), so memory is bounded by the
 chunk size, or the largest user, whatever the cohort size.
 
-Within a chunk every user's rows get a *key*: microseconds since the chunk's first instant plus
-the user's lane, `rank x lane_us`. Keys increase strictly through the whole chunk, so one
-`np.searchsorted` finds the row position of any (user, instant) and one `maximum.accumulate`
-never carries a value from one user into the next (lanes are two days wider than the chunk's
-time span).
+Within a chunk every user's rows get a *key*: microseconds since the chunk's origin (two days
+before its first instant) plus the user's lane, `rank x lane_us`. Keys increase strictly through
+the whole chunk, so one `np.searchsorted` finds the row position of any (user, instant), and a
+user's keys lie at least two days above 0 and above every key of the previous user: a
+`maximum.accumulate` that looks back up to two days never reaches another user.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ class UserChunk:
 
     @cached_property
     def origin_us(self) -> int:
-        """The chunk's first instant: keys are relative to it."""
-        return int(self.timestamp.min()) if self.num_rows else 0
+        """Two days before the chunk's first instant: keys are relative to it."""
+        return (int(self.timestamp.min()) if self.num_rows else 0) - _LANE_MARGIN_US
 
     @cached_property
     def lane_us(self) -> int:
@@ -87,7 +87,7 @@ class UserChunk:
         Instants are clipped to the lane so that an instant outside the chunk's span still
         lands before the user's first row or after the last one."""
         offset = np.clip(np.asarray(instant_us, dtype=np.int64) - self.origin_us,
-                         -1, self.lane_us - 1)
+                         0, self.lane_us - 1)
         return offset + np.asarray(user, dtype=np.int64) * self.lane_us
 
 

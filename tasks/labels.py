@@ -215,8 +215,12 @@ def rest_mask(chunk: UserChunk, rest_minutes: float) -> np.ndarray:
     """bool [n]: no sample of the same user with steps > 0 in (t - rest_minutes, t]."""
     window = round(rest_minutes * _US_PER_MINUTE)
     key = chunk.key
-    last_active = np.maximum.accumulate(np.where(chunk.steps > 0, key, -window - 1))
-    return key - last_active >= window
+    # Key of the last sample with steps, 0 before any: keys start two days above 0, and two
+    # days above the previous user's (`UserChunk.key`), so no user sees another's steps.
+    last_active = key * (chunk.steps > 0)
+    np.maximum.accumulate(last_active, out=last_active)
+    np.subtract(key, last_active, out=last_active)
+    return last_active >= window
 
 
 def recovery_minutes(

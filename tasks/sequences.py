@@ -212,7 +212,9 @@ def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.nda
     raw = np.empty((k, num_steps, len(CHANNELS)), dtype=np.float32)
     raw[:, :, 0], raw[:, :, 1] = heart_rate, log_steps
     raw[:, :, 2] = (hr_n == 0).reshape(k, num_steps)
-    return raw, np.stack([Moments.of_bins(heart_rate), Moments.of_bins(log_steps)], axis=1)
+    moments = [Moments.of_bins(heart_rate, (hr_n > 0).reshape(k, num_steps).sum(axis=1)),
+               Moments.of_bins(log_steps, has_steps.reshape(k, num_steps).sum(axis=1))]
+    return raw, np.stack(moments, axis=1)
 
 
 def _max_group(num_steps: int) -> int:
