@@ -14,7 +14,8 @@ Definitions (thresholds are ActivationsConfig fields):
 - constant on a user-week: max_t a - min_t a <= constant_atol + constant_rtol * max_t |a|
   (the range, not the standard deviation, so that a unit emitting only its bias counts exactly,
   free of float32 round-off). For a layer without a time axis (e.g. the metadata Dense that
-  starts the LSTM): constant across user-weeks (needs >= 2 of them).
+  starts the LSTM): constant across user-weeks (needs >= 2 of them, and some unit of the layer
+  that does vary: when all are flat, the layer's input was constant over the sample).
 - constant_share: share of user-weeks on which the unit is constant; constant unit: not dead,
   and constant_share >= constant_threshold (0.99) -- the bias-only units behind a dead layer.
 - saturated position (units whose output is bounded only): |a| > 1 - margin for tanh-bounded
@@ -315,7 +316,9 @@ class _UnitSums:
             temporal_std_mean = self.std_sum / self.user_weeks
         elif self.user_weeks >= 2:
             flat = self.high - self.low <= config.constant_atol + config.constant_rtol * self.scale
-            constant_share = flat.astype(np.float64)
+            # Every unit flat: the layer's input did not vary over the sample (e.g. a cohort
+            # whose metadata is all alike), which says nothing about the units themselves.
+            constant_share = np.full(len(self.zeros), np.nan) if flat.all() else flat.astype(np.float64)
             temporal_std_mean = np.full(len(self.zeros), np.nan)
         else:  # one user-week: nothing to compare with
             constant_share = np.full(len(self.zeros), np.nan)

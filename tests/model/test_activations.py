@@ -138,7 +138,9 @@ def test_healthy_model_has_no_findings():
 
 def test_layers_without_time_axis_are_constant_across_user_weeks_only():
     """initial_state and the head have one position per user-week: with one user-week there is
-    nothing to compare (no finding); metadata that is the same for everyone makes them flat."""
+    nothing to compare (no finding); metadata that is the same for everyone leaves every unit of
+    initial_state flat, which says nothing about the units (no finding either); a unit whose
+    weights are zero emits its bias while the others follow the metadata: constant."""
     x, meta = _data(4)
     model = healthy_model()
     one = audit_activations(model, _batches(x[:1], 1, meta[:1]))
@@ -147,8 +149,14 @@ def test_layers_without_time_axis_are_constant_across_user_weeks_only():
     same_metadata = np.repeat(meta[:1], 4, axis=0)
     flat = audit_activations(model, _batches(x, 2, same_metadata))
     by_name = {layer.name: layer for layer in flat.layers}
-    assert by_name["initial_state"].constant_units == list(range(16))
+    assert by_name["initial_state"].constant_units == []
+    assert flat.units.set_index("layer").loc["initial_state", "constant_share"].isna().all()
     assert by_name["head_a"].constant_units == []  # the head still sees the sequences
+    kernel, bias = model.get_layer("initial_state").get_weights()
+    kernel[:, 3], bias[3] = 0.0, 0.5  # unit 3 now emits tanh(0.5) whatever the metadata
+    model.get_layer("initial_state").set_weights([kernel, bias])
+    varied = audit_activations(model, _batches(x, 2, meta))
+    assert {layer.name: layer for layer in varied.layers}["initial_state"].constant_units == [3]
 
 
 def test_saturated_units_are_counted_for_bounded_outputs_only():
