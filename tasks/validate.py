@@ -18,6 +18,7 @@ import logging
 import shutil
 import zoneinfo
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,6 +219,32 @@ def plan_units(checks: list[FileCheck]) -> list[list[FileCheck]]:
 # --- the stage -------------------------------------------------------------------------------
 
 
+class _BackgroundWriter:
+    """Writes Parquet files on one background thread, so that encoding a unit's output overlaps
+    reading and checking the next unit. At most `max_pending` tables wait (bounded memory);
+    leaving the block waits for every write and re-raises the first failure."""
+
+    def __init__(self, max_pending: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate-writer")
+        self._pending: list[Future] = []
+        self._max_pending = max_pending
+
+    def write(self, table: pa.Table, path: Path) -> None:
+        while len(self._pending) >= self._max_pending:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(write_parquet_atomic, table, path))
+
+    def __enter__(self) -> _BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 @dataclass
 class _Tally:
     """Running counts while streaming; per file and per rule."""
@@ -226,6 +253,7 @@ class _Tally:
     unknown_devices: Counter = field(default_factory=Counter)
     users: int = 0
     gx_parts: list[pa.Table] = field(default_factory=list)
+    writer: _BackgroundWriter | None = None
 
     def add(self, name: str, key: str, count: int) -> None:
         self.per_file.setdefault(name, Counter())[key] += int(count)
@@ -260,10 +288,11 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
 
     total_rows = sum(c.num_rows or 0 for c in accepted)
     gx_every = max(1, -(-total_rows // config.gx_sample_rows)) if config.great_expectations else 0
-    tally = _Tally()
+    tally = _Tally(writer=_BackgroundWriter())
     units = plan_units(accepted)
-    for unit_no, unit in enumerate(track(units, total=len(units), description="validating")):
-        _process_unit(unit_no, unit, staged, known_users, limits, config, gx_every, tally)
+    with tally.writer:
+        for unit_no, unit in enumerate(track(units, total=len(units), description="validating")):
+            _process_unit(unit_no, unit, staged, known_users, limits, config, gx_every, tally)
 
     rows_in = sum(c["rows_in"] for c in tally.per_file.values())
     rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
@@ -343,24 +372,24 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
             tally.gx_parts.append(sorted_table.take(pa.array(np.arange(0, sorted_table.num_rows, gx_every))))
 
         clean_mask = rule == 0
-        clean = sorted_table.filter(pa.array(clean_mask))
+        all_clean = bool(clean_mask.all())
+        clean = sorted_table if all_clean else sorted_table.filter(pa.array(clean_mask))
         name = f"part-{unit_no:05d}-{bucket:03d}.parquet"
         single_canonical = (len(unit) == 1 and num_buckets == 1 and unit[0].canonical
-                            and bool(clean_mask.all()) and bool((checked.source_row[1:] > checked.source_row[:-1]).all()))
+                            and all_clean and bool((checked.source_row[1:] > checked.source_row[:-1]).all()))
         if clean.num_rows and single_canonical:
             # Nothing to change: copy the bytes instead of re-encoding them.
             target = staged.clean / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(unit[0].path, target)
         elif clean.num_rows:
-            write_parquet_atomic(clean.cast(SENSOR_LOGS), staged.clean / name)
+            tally.writer.write(clean.cast(SENSOR_LOGS), staged.clean / name)
         if clean.num_rows:
             users = checked.user[clean_mask]  # sorted run numbers
             tally.users += 1 + int(np.count_nonzero(np.diff(users)))
-            devices = pc.value_counts(clean["device"]).to_pylist()
-            for d in devices:
-                if d["values"] not in DEVICE_CATALOG:
-                    tally.unknown_devices[d["values"]] += d["counts"]
+            for device, count in _device_counts(clean["device"]).items():
+                if device not in DEVICE_CATALOG:
+                    tally.unknown_devices[device] += count
 
         if not clean_mask.all():
             bad = ~clean_mask
@@ -370,7 +399,7 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
                 "rule", pa.array(np.array([RULE_NAMES[r] for r in range(1, 8)], dtype=object)[rule[bad] - 1], pa.string())
             ).append_column("source_file", pa.array(names[source[bad]], pa.string())
             ).append_column("source_row", pa.array(position[bad], pa.int64()))
-            write_parquet_atomic(quarantined.cast(QUARANTINE), staged.quarantine / name)
+            tally.writer.write(quarantined.cast(QUARANTINE), staged.quarantine / name)
 
         for source_no, c in enumerate(unit):
             mine = source == source_no
@@ -381,6 +410,21 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
             for code in range(1, 8):
                 if counts[code]:
                     tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(counts[code]))
+
+
+def _device_counts(device: pa.ChunkedArray) -> Counter:
+    """Rows per device value. Devices come in long runs (a user wears one for weeks), so
+    counting runs costs one comparison per row instead of hashing every string."""
+    n = len(device)
+    if n == 0:
+        return Counter()
+    change = pc.not_equal(device.slice(1), device.slice(0, n - 1)).fill_null(True)
+    starts = np.flatnonzero(np.r_[True, change.to_numpy(zero_copy_only=False)])
+    lengths = np.diff(np.r_[starts, n])
+    counts: Counter = Counter()
+    for value, length in zip(device.take(pa.array(starts)).to_pylist(), lengths.tolist(), strict=True):
+        counts[value] += length
+    return counts
 
 
 def _bucket_of(user_id: pa.ChunkedArray, num_buckets: int) -> np.ndarray:
