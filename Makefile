@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo serve test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/stethoscope demo
+
+# Prefect server on 127.0.0.1:4200, work pool, deployments of prefect.yaml, a worker; Ctrl-C stops all.
+serve: $(STAMP)
+	$(BIN)/stethoscope serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks model schemas tests bench

@@ -13,6 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.nightly_audit import RunOutcome
+from flows.roots import FormPath
 from schemas.layout import CohortPaths, RunPaths
 from tasks.activations import ActivationsConfig, activations_task
 from tasks.gradients import GradientsConfig, gradients_task
@@ -29,9 +30,9 @@ MINUTE = 60
 class AuditModelParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_file: str = Field(description="a .keras file saved by Keras 3 (loaded in safe mode)")
-    data_dir: str = Field(description="cohort directory to draw the audit sample from")
-    runs_dir: str = Field("runs", description="where run directories are created")
+    model_file: FormPath = Field(description="a .keras file saved by Keras 3 (loaded in safe mode)")
+    data_dir: FormPath = Field(description="cohort directory to draw the audit sample from")
+    runs_dir: FormPath = Field("runs", description="where run directories are created")
     run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run directory name")
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)

@@ -116,6 +116,13 @@ def _audit_model(args: argparse.Namespace) -> int:
     return _exit_status(outcome.status)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serve import ServeOptions, serve
+
+    return serve(ServeOptions(port=args.port, demo_cohort=not args.no_demo_cohort,
+                              alert_webhook=args.alert_webhook))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stethoscope",
@@ -191,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weeks", type=int, default=2, help="weeks per user (default 2)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("serve", help="local Prefect server, pool, deployments, worker", description=(
+        "Start a Prefect server on 127.0.0.1, create the process work pool, deploy prefect.yaml, "
+        "simulate the demo cohort if missing, start a worker and print the UI address. "
+        "Ctrl-C stops everything it started."))
+    p.add_argument("--port", type=int, default=4200, help="server port (default 4200)")
+    p.add_argument("--no-demo-cohort", action="store_true",
+                   help="do not simulate cohorts/demo (the default data of audit-on-demand)")
+    p.add_argument("--alert-webhook", default=None, metavar="URL",
+                   help="install automations/audit-failed.yaml, notifying this webhook")
+    p.set_defaults(func=_serve)
     return parser
 
 

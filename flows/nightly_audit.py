@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flows.roots import FormPath
 from model.deepheart import ModelConfig
 from schemas.layout import CohortPaths, RunPaths
 from tasks.activations import ActivationsConfig, activations_task
@@ -37,8 +38,8 @@ class AuditParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: str = Field(description="cohort directory: sensor_logs/, users.parquet, labels.parquet")
-    runs_dir: str = Field("runs", description="where run directories are created")
+    data_dir: FormPath = Field(description="cohort directory: sensor_logs/, users.parquet, labels.parquet")
+    runs_dir: FormPath = Field("runs", description="where run directories are created")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                description="name of the run directory; default: time + random suffix")
     validation: ValidateConfig = Field(default_factory=ValidateConfig)

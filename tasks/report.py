@@ -3,22 +3,26 @@
 Analysis is separate from rendering: every stage hands over records (findings, summary
 sections) and figures (PNG paths); this module only assembles and renders them. report.html is
 one self-contained file — figures embedded as data URIs, styles inline — and every string that
-comes from data is escaped by Jinja2's autoescaping.
+comes from data is escaped by Jinja2's autoescaping. Each run also appends its row to the
+history next to the runs (tasks/history.py); the report shows the trend and marks what is new.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, select_autoescape
 from prefect import task
 
 from schemas.layout import RunPaths
-from schemas.outcome import StageOutcome
+from schemas.outcome import Figure, StageOutcome
 from schemas.summary import (
     ActivationsSection,
     DataSection,
@@ -27,6 +31,7 @@ from schemas.summary import (
     Summary,
     status_of,
 )
+from tasks.history import Trend, plot_trend, record_run
 from tasks.io import atomic_path
 from tasks.outcomes import outcome_of
 
@@ -78,6 +83,7 @@ _TEMPLATE = """<!doctype html>
  .error{color:#c62828;font-weight:600}.warning{color:#ed6c02;font-weight:600}.info{color:#555}
  figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{color:#555}
  .muted{color:#777} pre{background:#f8f8f8;padding:1em;overflow:auto;font-size:12px}
+ .new{display:inline-block;padding:0 6px;border-radius:8px;background:#1565c0;color:#fff;font-size:11px;font-weight:600}
 </style></head><body>
 <h1>stethoscope run {{ s.run_id }} <span class="badge {{ s.status }}">{{ s.status }}</span></h1>
 <p class="muted">started {{ s.started_at }} · finished {{ s.finished_at }} · schema {{ s.schema_version }}</p>
@@ -86,8 +92,23 @@ _TEMPLATE = """<!doctype html>
 {% if s.findings %}
 <table><tr><th>severity</th><th>stage</th><th>code</th><th>finding</th><th>recommendation</th></tr>
 {% for f in s.findings %}<tr><td class="{{ f.severity }}">{{ f.severity }}</td><td>{{ f.stage }}</td>
-<td><code>{{ f.code }}</code></td><td>{{ f.message }}</td><td>{{ f.recommendation }}</td></tr>{% endfor %}
+<td><code>{{ f.code }}</code>{% if trend and trend.is_new(f) %} <span class="new">new</span>{% endif %}</td><td>{{ f.message }}</td><td>{{ f.recommendation }}</td></tr>{% endfor %}
 </table>{% else %}<p>No findings.</p>{% endif %}
+
+<h2>Trend</h2>
+{% if trend and trend.previous %}<p>Against the previous {{ trend.rows[-1].flow or "run" }} run
+<b>{{ trend.previous.run_id }}</b> ({{ trend.previous.finished_at.strftime("%Y-%m-%d %H:%M UTC") }}, {{ trend.previous.status }}):
+{% if trend.new_findings or trend.new_strata %}new since then:
+{{ (trend.new_findings | sort | list + trend.new_strata | sort | list) | join(", ") }}.{% else %}nothing new since then.{% endif %}</p>
+<table><tr><th>finished (UTC)</th><th>run</th><th>status</th><th>users</th><th>user-weeks</th><th>quarantined rows</th>
+<th>largest dead share</th><th>horizon (h)</th>{% for t in trend.tasks %}<th>AUROC {{ t }}</th>{% endfor %}<th>flagged strata</th></tr>
+{% for r in trend.rows %}<tr><td>{{ r.finished_at.strftime("%Y-%m-%d %H:%M") }}</td><td>{{ r.run_id }}{% if loop.last %} (this run){% endif %}</td>
+<td><span class="badge {{ r.status }}">{{ r.status }}</span></td><td class="num">{{ r.users }}</td><td class="num">{{ r.user_weeks }}</td>
+<td class="num">{{ r.rows_quarantined }}</td><td>{% if r.worst_dead %}{{ "{:.0%}".format(r.worst_dead[1]) }} {{ r.worst_dead[0] }}{% else %}—{% endif %}</td>
+<td class="num">{{ fmt(r.horizon_hours) }}</td>{% for t in trend.tasks %}<td class="num">{{ fmt(r.auroc.get(t)) }}</td>{% endfor %}
+<td>{{ r.flagged_strata | join(", ") or "—" }}</td></tr>{% endfor %}</table>
+{{ figures("trend") }}
+{% else %}<p class="muted">First run of this flow in this runs directory: nothing to compare with yet.</p>{% endif %}
 
 <h2>Data</h2>
 <table>{% for k, v in s.data %}<tr><th>{{ k }}</th><td class="num">{{ "{:,}".format(v) }}</td></tr>{% endfor %}</table>
@@ -120,7 +141,7 @@ _TEMPLATE = """<!doctype html>
 {% if s.predictions.strata %}<h3>Strata</h3><table><tr><th>column</th><th>value</th><th>task</th><th>n</th><th>AUROC</th><th>95% CI</th><th>Δ vs rest</th><th>p</th><th>flagged</th></tr>
 {% for r in s.predictions.strata %}<tr><td>{{ r.column }}</td><td>{{ r.value }}</td><td>{{ r.task }}</td><td class="num">{{ r.n }}</td>
 <td class="num">{{ fmt(r.auroc) }}</td><td class="num">{{ ci(r.auroc_ci) }}</td><td class="num">{{ fmt(r.delta_vs_rest) }}</td>
-<td class="num">{{ fmt(r.p_value) }}</td><td>{{ "FLAGGED" if r.flagged else "" }}</td></tr>{% endfor %}</table>{% endif %}
+<td class="num">{{ fmt(r.p_value) }}</td><td>{{ "FLAGGED" if r.flagged else "" }}{% if trend and trend.is_new(r) %} <span class="new">new</span>{% endif %}</td></tr>{% endfor %}</table>{% endif %}
 {% if s.predictions.top_losses %}<h3>Most egregious errors</h3><table><tr><th>kind</th><th>user</th><th>week</th><th>task</th><th>y</th><th>score</th></tr>
 {% for r in s.predictions.top_losses %}<tr><td>{{ r.kind }}</td><td>{{ r.user_id }}</td><td>{{ r.week_start }}</td><td>{{ r.task }}</td>
 <td class="num">{{ r.y_true }}</td><td class="num">{{ fmt(r.y_score) }}</td></tr>{% endfor %}</table>{% endif %}
@@ -131,8 +152,10 @@ _TEMPLATE = """<!doctype html>
 """
 
 
-def render_report(summary: Summary, outcomes: list[StageOutcome], path: Path) -> Path:
-    """Write report.html: self-contained, every data string escaped."""
+def render_report(summary: Summary, outcomes: list[StageOutcome], path: Path,
+                  trend: Trend | None = None) -> Path:
+    """Write report.html: self-contained, every data string escaped; with a trend against
+    earlier runs when `trend` is given (its plot is a figure of section "trend")."""
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals["fmt"] = _fmt
     env.globals["ci"] = lambda v: "" if not v else f"{v[0]:.3f} – {v[1]:.3f}"
@@ -156,7 +179,7 @@ def render_report(summary: Summary, outcomes: list[StageOutcome], path: Path) ->
     env.globals["figures"] = figures_of
     env.globals["notes"] = notes_of
     html = env.from_string(_TEMPLATE).render(
-        s=summary, config_json=json.dumps(summary.config, indent=2, default=str))
+        s=summary, trend=trend, config_json=json.dumps(summary.config, indent=2, default=str))
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return path
@@ -170,41 +193,155 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def publish(summary: Summary, run: RunPaths) -> None:
-    """Prefect artifacts of the run (a verdict table, a link to the report) and, when the run
-    failed, the event `stethoscope.audit.failed` that an automation can turn into an alert."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
-    from prefect.events import emit_event
+REPORTS_URL_ENV = "STETHOSCOPE_REPORTS_URL"  # `stethoscope serve` serves reports over HTTP
+FAILED_EVENT = "stethoscope.audit.failed"
+_KEY_PLOTS = ("training", "synthetic", "activations", "gradients", "predictions", "trend")
+_MAX_IMAGE_BYTES = 2_000_000
 
-    rows = "\n".join(f"| {f.severity} | {f.stage} | `{f.code}` | {_md(f.message)} | {_md(f.recommendation)} |"
-                     for f in summary.findings) or "| — | — | — | no findings | — |"
+
+def publish(summary: Summary, run: RunPaths, outcomes: list[StageOutcome] | None = None,
+            trend: Trend | None = None, model: str | None = None) -> None:
+    """Prefect artifacts of the run — the verdict table (new findings marked), links to
+    report.html and summary.json, the trend table, the key plots as images — and, when the run
+    failed, the event `stethoscope.audit.failed` that an automation turns into an alert. The
+    per-layer and per-stratum tables are published by the activation and analysis stages."""
+    from prefect.artifacts import (
+        create_image_artifact,
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
+
+    previous = trend.previous if trend else None
+    columns = ["severity", "stage", "code", "finding", "recommendation"] + (["new"] if previous else [])
+    rows = [[f.severity, f.stage, f"`{f.code}`", _md(f.message), _md(f.recommendation)]
+            + (["**new**" if trend.is_new(f) else ""] if previous else []) for f in summary.findings]
+    since = (f"Compared with the previous run `{previous.run_id}` ({previous.status}).\n\n"
+             if previous else "")
     create_markdown_artifact(
         key="verdict", description=f"stethoscope run {summary.run_id}: {summary.status}",
-        markdown=f"## stethoscope run `{summary.run_id}`: **{summary.status.upper()}**\n\n"
-                 "| severity | stage | code | finding | recommendation |\n|---|---|---|---|---|\n" + rows)
-    create_link_artifact(key="report", link=run.report.resolve().as_uri(),
+        markdown=f"## stethoscope run `{summary.run_id}`: **{summary.status.upper()}**\n\n{since}"
+                 + _md_table(columns, rows or [["—", "—", "—", "no findings", "—"]
+                                                + ([""] if previous else [])]))
+    create_link_artifact(key="report", link=report_link(run.report),
                          link_text=f"report.html of {summary.run_id}",
-                         description=f"summary.json: {run.summary.resolve()}")
+                         description=f"The human report: {run.report.resolve()}")
+    create_link_artifact(key="summary", link=report_link(run.summary),
+                         link_text=f"summary.json of {summary.run_id}",
+                         description=f"The machine contract: {run.summary.resolve()}")
+    if previous:
+        create_table_artifact(key="history", table=trend_table(trend),
+                              description="This run (last row) against earlier runs of the flow")
+    for figure in key_figures(outcomes or []):
+        create_image_artifact(image_url=_data_uri(figure.path), key=f"plot-{figure.section}",
+                              description=f"{figure.title}. {figure.caption}".strip())
     if summary.status == "fail":
-        emit_event(event="stethoscope.audit.failed",
-                   resource={"prefect.resource.id": f"stethoscope.run.{summary.run_id}",
-                             "prefect.resource.name": summary.run_id},
-                   payload={"codes": sorted({f.code for f in summary.findings if f.severity == "error"}),
-                            "summary": str(run.summary.resolve())})
+        emit_failure_event(summary, run, model)
+
+
+def report_link(path: Path) -> str:
+    """A link to a run file: over `stethoscope serve`'s report server when it runs (browsers
+    do not follow file: links from a web page), else a file: URI."""
+    base = os.environ.get(REPORTS_URL_ENV)
+    resolved = Path(path).resolve()
+    return f"{base.rstrip('/')}{quote(str(resolved))}" if base else resolved.as_uri()
+
+
+def key_figures(outcomes: list[StageOutcome]) -> list[Figure]:
+    """One plot per report section (a forest plot for predictions when there is one)."""
+    chosen: dict[str, Figure] = {}
+    for outcome in outcomes:
+        for figure in outcome.figures:
+            if (figure.section not in _KEY_PLOTS or not Path(figure.path).exists()
+                    or Path(figure.path).stat().st_size > _MAX_IMAGE_BYTES):
+                continue
+            current = chosen.get(figure.section)
+            if current is None or (figure.title.startswith("forest")
+                                   and not current.title.startswith("forest")):
+                chosen[figure.section] = figure
+    return [chosen[section] for section in _KEY_PLOTS if section in chosen]
+
+
+def trend_table(trend: Trend) -> list[dict[str, Any]]:
+    return [{"finished_at": f"{r.finished_at:%Y-%m-%d %H:%M}", "run_id": r.run_id,
+             "status": r.status, "users": r.users, "user_weeks": r.user_weeks,
+             "largest_dead_share": round(r.worst_dead[1], 4) if r.worst_dead else None,
+             "horizon_hours": r.horizon_hours,
+             **{f"auroc_{t}": r.auroc.get(t) for t in trend.tasks},
+             "flagged_strata": ", ".join(r.flagged_strata)} for r in trend.rows]
+
+
+def failure_event(summary: Summary, run: RunPaths, model: str | None) -> dict[str, Any]:
+    """The `stethoscope.audit.failed` event: the resource is the audited model, labelled with
+    the run; the stethoscope run and the Prefect flow run are related resources (Prefect adds
+    the flow, deployment and work pool of the flow run itself)."""
+    from prefect.runtime import flow_run
+
+    model = model or "unknown"
+    errors = [f for f in summary.findings if f.severity == "error"]
+    flow_run_id = str(flow_run.id or "")
+    related = [{"prefect.resource.id": f"stethoscope.run.{summary.run_id}",
+                "prefect.resource.role": "audit-run", "prefect.resource.name": summary.run_id}]
+    if flow_run_id:
+        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+                        "prefect.resource.role": "flow-run"})
+    return {
+        "event": FAILED_EVENT,
+        "resource": {"prefect.resource.id": f"stethoscope.model.{model}",
+                     "prefect.resource.name": Path(model).name, "stethoscope.model": model,
+                     "stethoscope.run-id": summary.run_id,
+                     "stethoscope.run-dir": str(run.root.resolve()),
+                     **({"stethoscope.flow-run-id": flow_run_id} if flow_run_id else {})},
+        "related": related,
+        "payload": {"status": summary.status, "codes": sorted({f.code for f in errors}),
+                    "errors": [f"{f.stage}: {f.code}: {f.message}" for f in errors[:10]],
+                    "summary": str(run.summary.resolve()), "report": report_link(run.report)},
+    }
+
+
+def emit_failure_event(summary: Summary, run: RunPaths, model: str | None) -> None:
+    from prefect.events import emit_event
+
+    emit_event(**failure_event(summary, run, model))
+
+
+def model_of(config: dict[str, Any], results: list[Any]) -> str | None:
+    """The audited model: the file a stage trained, the file given to audit-model, or (for a
+    prediction analysis) the predictions of the model that is not at hand."""
+    trained = [r.model_path for r in results if getattr(r, "model_path", None)]
+    if trained:
+        return str(Path(trained[-1]).resolve())
+    for key in ("model_file", "predictions_file"):
+        if config.get(key):
+            return str(Path(config[key]).resolve())
+    return None
+
+
+def _md_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Data text inside a markdown table cell: no HTML, no cell breaks."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 @task(name="report")
 def report_task(run_dir: Path, config: dict[str, Any], started_at: datetime,
                 results: list[Any]) -> Summary:
-    """Prefect shell: summary.json, report.html and the run's artifacts from the stages' results."""
+    """Prefect shell: summary.json, the history row, report.html and the run's artifacts."""
+    from prefect.runtime import flow_run
+
     run = RunPaths(run_dir)
     outcomes = [outcome_of(r) for r in results]
     summary = build_summary(run, config, started_at, outcomes)
     write_summary(summary, run.summary)
-    render_report(summary, outcomes, run.report)
-    publish(summary, run)
+    trend = record_run(summary, run.root.parent, flow=flow_run.flow_name or "")
+    trend_plot = plot_trend(trend, run.root / "trend.png")
+    if trend_plot:
+        outcomes.append(StageOutcome(stage="trend", figures=[
+            Figure("trend", "Trend over recent runs", trend_plot, "this run is the last point")]))
+    render_report(summary, outcomes, run.report, trend)
+    publish(summary, run, outcomes, trend, model_of(config, results))
     return summary

@@ -1,0 +1,293 @@
+"""`stethoscope serve`: everything the Prefect UI needs, on this machine, in one command.
+
+It starts a Prefect server on 127.0.0.1, creates the process work pool, deploys every
+deployment of prefect.yaml, simulates the demo cohort that `audit-on-demand` audits by default
+(when it is missing), starts a worker, serves the runs' report.html and summary.json to the
+browser (the artifacts link there: a web page cannot open file: links), optionally installs
+the failure alert, and prints the UI address. Ctrl-C (or SIGTERM) stops everything it started,
+worker first, each by its process id.
+
+The server's database and logs live in PREFECT_HOME (default: `<project>/.prefect`); server
+analytics are off, and the UI is Prefect's V1 UI, which makes no request off the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from flows.roots import ROOTS_ENV
+from schemas.errors import UsageError
+
+HOST = "127.0.0.1"
+POOL = "stethoscope"  # the work pool of every deployment in prefect.yaml
+DEMO_COHORT = Path("cohorts") / "demo"
+ALERT_FILE = Path("automations") / "audit-failed.yaml"
+ALERT_BLOCK = "stethoscope-audit-alerts"
+REPORT_FILES = {"report.html": "text/html; charset=utf-8", "summary.json": "application/json"}
+# report.html is self-contained: it needs inline styles and data: images, nothing else.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+class ServeError(RuntimeError):
+    """A step of `serve` failed (the server did not start, deploying failed, ...)."""
+
+
+@dataclass
+class ServeOptions:
+    port: int = 4200
+    project_dir: Path = field(default_factory=lambda: project_dir())
+    demo_cohort: bool = True
+    alert_webhook: str | None = None
+    reports_port: int | None = None  # default: port + 1, or any free port
+
+
+def project_dir() -> Path:
+    """The directory holding prefect.yaml: the working directory, else this clone."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (candidate / "prefect.yaml").exists():
+            return candidate.resolve()
+    raise UsageError("no prefect.yaml in the working directory or next to the installed "
+                     "flows; run it from a clone of stethoscope (cd into it)")
+
+
+def prefect_environment(options: ServeOptions) -> dict[str, str]:
+    """The environment of the server, the CLI calls and the worker (and so of every run)."""
+    env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", str(options.project_dir / ".prefect"))
+    env["PREFECT_API_URL"] = f"http://{HOST}:{options.port}/api"
+    env["PREFECT_SERVER_API_HOST"] = HOST
+    env["PREFECT_SERVER_API_PORT"] = str(options.port)
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("PREFECT_SERVER_UI_V2_ENABLED", "false")  # V1 UI: no request off the machine
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+class Stack:
+    """The processes (and the report server) `serve` started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.report_server: ThreadingHTTPServer | None = None
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path,
+              log: Path | None = None) -> subprocess.Popen:
+        output = open(log, "ab") if log else None  # noqa: SIM115 - the child keeps its own copy
+        try:
+            process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=output, stderr=output,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            if output:
+                output.close()
+        self.processes.append((name, process))
+        return process
+
+    def dead(self) -> list[str]:
+        return [f"{name} (exit {p.returncode})" for name, p in self.processes if p.poll() is not None]
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM to each process group we started (worker before server), SIGKILL after
+        `timeout`; each group is the one whose leader has the process id we started."""
+        if self.report_server is not None:
+            self.report_server.shutdown()
+            self.report_server.server_close()
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                print(f"stopping {name} (pid {process.pid})", flush=True)
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process.pid, signal.SIGKILL)
+                    process.wait()
+        self.processes.clear()
+
+
+def serve(options: ServeOptions) -> int:
+    """Start everything, print the UI address, wait for Ctrl-C; return the exit status."""
+    project = options.project_dir
+    env = prefect_environment(options)
+    home = Path(env["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    prefect = [sys.executable, "-m", "prefect"]
+    stack = Stack()
+    # Our own handlers, also when started with SIGINT ignored (a background job): the children
+    # then start with the default disposition and stop when asked.
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        _refuse_busy_port(options.port)
+        server = stack.start("Prefect server", [*prefect, "server", "start", "--host", HOST,
+                                                "--port", str(options.port)], env, project,
+                             log=home / "server.log")
+        _wait_healthy(f"http://{HOST}:{options.port}/api/health", server, home / "server.log")
+        print(f"Prefect server: pid {server.pid}, log {home / 'server.log'}", flush=True)
+        _run([*prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+             env, project, "create the work pool")
+        _run([*prefect, "--no-prompt", "deploy", "--all"], env, project, "deploy prefect.yaml")
+        if options.demo_cohort:
+            _ensure_demo_cohort(project / DEMO_COHORT)
+        reports = _start_report_server(stack, options, project)
+        env["STETHOSCOPE_REPORTS_URL"] = reports
+        if options.alert_webhook:
+            print(install_alert(options.alert_webhook, project / ALERT_FILE, env["PREFECT_API_URL"]),
+                  flush=True)
+        worker = stack.start("worker", [*prefect, "worker", "start", "--pool", POOL,
+                                        "--type", "process"], env, project)
+        print(f"worker: pid {worker.pid}, pool {POOL}", flush=True)
+        ui = f"http://{HOST}:{options.port}"
+        print(f"\nstethoscope serve: ready. Prefect UI: {ui}\n"
+              f"  run one now: {ui}/deployments -> audit-on-demand -> Run -> Custom run\n"
+              f"  reports are served at {reports}/<path of the run>/report.html\n"
+              "  Ctrl-C stops the worker and the server.\n", flush=True)
+        while not stack.dead():
+            time.sleep(1)
+        print(f"stethoscope serve: {', '.join(stack.dead())} stopped unexpectedly", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstethoscope serve: stopping", flush=True)
+        return 0
+    except ServeError as exc:  # a step failed: say which, with its output; no traceback
+        print(f"stethoscope serve: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stack.stop()
+
+
+def install_alert(webhook_url: str, automation_file: Path, api_url: str) -> str:
+    """Create (or replace) a webhook notification block and the automation of
+    `automation_file`, its notification actions sending through that block; return a line
+    saying what was done."""
+    import yaml
+    from prefect.automations import Automation
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.exceptions import PrefectException
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    spec = yaml.safe_load(automation_file.read_text())
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        hook = CustomWebhookNotificationBlock(
+            name="stethoscope", url=webhook_url, allow_private_urls=_is_private(webhook_url),
+            json_data={"subject": "{{subject}}", "body": "{{body}}"})
+        block_id = hook.save(ALERT_BLOCK, overwrite=True)
+        for action in spec["actions"]:
+            if action["type"] == "send-notification":
+                action["block_document_id"] = str(block_id)
+        with contextlib.suppress(PrefectException, ValueError):  # not installed yet
+            Automation.read(name=spec["name"]).delete()
+        automation = Automation.model_validate(spec).create()
+    return (f"alert: automation '{automation.name}' ({automation.id}) sends failed audits to "
+            f"{webhook_url} through block {ALERT_BLOCK}")
+
+
+# --- private helpers --------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _refuse_busy_port(port: int) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex((HOST, port)) == 0:
+            raise UsageError(f"{HOST}:{port} is already in use (another Prefect server?); "
+                             "stop it, or pass --port")
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise ServeError(f"the Prefect server exited ({process.returncode}) while starting:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise ServeError(f"the Prefect server did not answer {url} within {timeout:.0f} s; see {log}")
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path, what: str) -> str:
+    print(f"{what} ...", flush=True)
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServeError(f"could not {what} (exit {result.returncode}):\n"
+                           f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def _ensure_demo_cohort(path: Path) -> None:
+    if (path / "users.parquet").exists():
+        return
+    from tasks.simulate import SimulateConfig, simulate_cohort
+
+    print(f"simulating the demo cohort {path} (60 users x 2 weeks) ...", flush=True)
+    simulate_cohort(SimulateConfig(users=60, weeks=2, seed=1), path)
+
+
+def _is_private(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private or address.is_loopback
+
+
+def _start_report_server(stack: Stack, options: ServeOptions, project: Path) -> str:
+    """Serve report.html and summary.json files under the roots, and nothing else."""
+    configured = [p for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    roots = [Path(p).expanduser().resolve() for p in configured] or [project]
+
+    class Reports(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            path = Path(unquote(urlsplit(self.path).path.removeprefix("/files"))).resolve()
+            allowed = path.name in REPORT_FILES and path.is_file() and any(
+                path.is_relative_to(root) for root in roots)
+            if not allowed:
+                self.send_error(404, "only report.html and summary.json of runs are served")
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", REPORT_FILES[path.name])
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Security-Policy", REPORT_CSP)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    port = options.reports_port if options.reports_port is not None else options.port + 1
+    try:
+        server = ThreadingHTTPServer((HOST, port), Reports)
+    except OSError:
+        server = ThreadingHTTPServer((HOST, 0), Reports)  # the usual port is taken: any free one
+    threading.Thread(target=server.serve_forever, name="reports", daemon=True).start()
+    stack.report_server = server
+    return f"http://{HOST}:{server.server_address[1]}/files"
