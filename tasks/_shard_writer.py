@@ -99,13 +99,15 @@ class ShardWriter:
 
 
 def _standardise(path: Path, moments: tuple[Moments, Moments]) -> None:
+    """In place, through the page cache: unmapping writes back without the synchronous disk
+    write of `flush()` (msync); the store is published by renaming its directory anyway."""
     weeks = np.load(path, mmap_mode="r+")
     for channel, m in zip(STANDARDISED, moments, strict=True):
         values = weeks[:, :, channel]
         values -= np.float32(m.mean)
         values /= np.float32(m.std)
         values[np.isnan(values)] = 0.0
-    weeks.flush()
+    del weeks
 
 
 def shard_name(split: str, number: int) -> str:
