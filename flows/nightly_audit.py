@@ -27,7 +27,7 @@ from tasks.policy import stage_options
 from tasks.report import report_task
 from tasks.sequences import SequencesConfig, sequences_task
 from tasks.synthetic import SyntheticConfig, synthetic_task
-from tasks.train import TrainConfig, train_task
+from tasks.train import DEAD_UNITS_FILE, TrainConfig, train_task
 from tasks.validate import ValidateConfig, validate_task
 
 MINUTE = 60
@@ -102,7 +102,8 @@ def nightly_audit(params: AuditParameters) -> RunOutcome:
 
     audit = stage_options(30 * MINUTE, outputs=("out_dir",))
     activations = activations_task.with_options(**audit).submit(
-        trained.model_path, run.sequences, run.audits / "activations", params.activations)
+        trained.model_path, run.sequences, run.audits / "activations", params.activations,
+        run.model_dir / DEAD_UNITS_FILE)
     gradients = gradients_task.with_options(**audit).submit(
         trained.model_path, run.sequences, run.audits / "gradients", params.gradients,
         list(trained.tasks))

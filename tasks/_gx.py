@@ -49,7 +49,7 @@ def run_suites(
         "class_name": "SiteBuilder",
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                          "base_directory": str(docs_dir)},
+                          "base_directory": str(Path(docs_dir).resolve())},
     })
     source = context.data_sources.add_pandas("stethoscope")
     outcomes = []

@@ -227,3 +227,11 @@ def test_cli_exit_codes(make_cohort, tmp_path, capsys):
     assert "100 clean" in capsys.readouterr().out
     assert main(["validate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
     assert "users.parquet" in capsys.readouterr().err
+
+
+def test_relative_run_directory_works_with_great_expectations(make_cohort, tmp_path, monkeypatch):
+    cohort = make_cohort({"a.parquet": sensor_table("u1", 300)}, users=["u1"])
+    monkeypatch.chdir(tmp_path)
+    result = validate_cohort(CohortPaths(cohort), RunPaths(Path("relative-run")), ValidateConfig(now=NOW))
+    assert result.gx_success is True
+    assert (tmp_path / "relative-run" / "validation" / "data_docs" / "index.html").exists()
