@@ -26,7 +26,7 @@ DEMO_SETTINGS = {
 
 
 @flow(name="demo", log_prints=True)
-def demo_flow(directory: str = "demo", users: int = 60, weeks: int = 2, seed: int = 1) -> RunOutcome:
+def demo_flow(directory: str = "demo", users: int = 200, weeks: int = 2, seed: int = 1) -> RunOutcome:
     """Simulate (or reuse) a demo cohort and audit it."""
     root = Path(directory)
     cohort = root / f"cohort-u{users}-w{weeks}-s{seed}"

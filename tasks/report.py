@@ -39,7 +39,8 @@ from tasks.outcomes import outcome_of
 def build_summary(run: RunPaths, config: dict[str, Any], started_at: datetime,
                   outcomes: list[StageOutcome]) -> Summary:
     """Merge the stages' outcomes into one Summary; status follows from the findings."""
-    findings = [f for o in outcomes for f in o.findings]
+    rank = {"error": 0, "warning": 1, "info": 2}
+    findings = sorted((f for o in outcomes for f in o.findings), key=lambda f: rank[f.severity])
 
     def last(attribute: str, default: Any) -> Any:
         values = [getattr(o, attribute) for o in outcomes if getattr(o, attribute) is not None]
@@ -89,11 +90,14 @@ _TEMPLATE = """<!doctype html>
 <p class="muted">started {{ s.started_at }} · finished {{ s.finished_at }} · schema {{ s.schema_version }}</p>
 
 <h2>Verdict</h2>
-{% if s.findings %}
-<table><tr><th>severity</th><th>stage</th><th>code</th><th>finding</th><th>recommendation</th></tr>
-{% for f in s.findings %}<tr><td class="{{ f.severity }}">{{ f.severity }}</td><td>{{ f.stage }}</td>
+{% set major = s.findings | rejectattr("severity", "equalto", "info") | list %}
+{% set minor = s.findings | selectattr("severity", "equalto", "info") | list %}
+{% macro rows(items) %}<table><tr><th>severity</th><th>stage</th><th>code</th><th>finding</th><th>recommendation</th></tr>
+{% for f in items %}<tr><td class="{{ f.severity }}">{{ f.severity }}</td><td>{{ f.stage }}</td>
 <td><code>{{ f.code }}</code>{% if trend and trend.is_new(f) %} <span class="new">new</span>{% endif %}</td><td>{{ f.message }}</td><td>{{ f.recommendation }}</td></tr>{% endfor %}
-</table>{% else %}<p>No findings.</p>{% endif %}
+</table>{% endmacro %}
+{% if major %}{{ rows(major) }}{% else %}<p>No errors or warnings.</p>{% endif %}
+{% if minor %}<details><summary>{{ minor | length }} informational finding(s)</summary>{{ rows(minor) }}</details>{% endif %}
 
 <h2>Trend</h2>
 {% if trend and trend.previous %}<p>Against the previous {{ trend.rows[-1].flow or "run" }} run
