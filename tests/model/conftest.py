@@ -115,3 +115,33 @@ def make_store(tmp_path: Path):
         return write_store(tmp_path / f"store-{next(counter)}", **options)
 
     return make
+
+
+def write_array_store(root: Path, x: np.ndarray, meta: np.ndarray, splits: list[str] | None = None,
+                      bin_seconds: float = 3600.0) -> None:
+    """Given arrays as a store: one shard holding `x` [n, T, C], metadata `meta` [n, M], every
+    user-week its own user, split `splits[i]` (default: all "val")."""
+    n = len(x)
+    splits = splits or ["val"] * n
+    (root / "shards").mkdir(parents=True)
+    np.save(root / "shards" / "all-00000.npy", x)
+    pq.write_table(pa.table({
+        "user_id": [f"u{i}" for i in range(n)],
+        "week_start": [date(2024, 1, 1)] * n,
+        "split": splits,
+        "shard": ["all-00000.npy"] * n,
+        "row": np.arange(n, dtype=np.int32),
+        "device": ["fitbit"] * n,
+        "device_generation": np.ones(n, np.int16),
+        "age": np.full(n, 40.0),
+        "sex": ["F"] * n,
+        "timezone": ["UTC"] * n,
+        "coverage": np.ones(n),
+        "metadata": list(meta),
+    }, schema=INDEX), root / "index.parquet")
+    counts = {s: splits.count(s) for s in sorted(set(splits))}
+    stats = StoreStats(num_steps=x.shape[1], channels=list(CHANNELS), bin_seconds=bin_seconds,
+                       metadata_features=list(METADATA_FEATURES), heart_rate_mean=0,
+                       heart_rate_std=1, log_steps_mean=0, log_steps_std=1, age_mean=40, age_std=10,
+                       targets=[], conditions=[], counts=counts)
+    (root / "stats.json").write_text(stats.model_dump_json())

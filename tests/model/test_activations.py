@@ -10,13 +10,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from model.callbacks import DeadUnitMonitor, activation_layers, build_probe
-from schemas.sequence_store import INDEX, StoreStats
 from tasks.activations import (
     UNITS_SCHEMA,
     ActivationsConfig,
@@ -25,6 +22,7 @@ from tasks.activations import (
     audit_activations,
     plot_heatmaps,
 )
+from tests.model.conftest import write_array_store
 
 T, C, M = 64, 3, 4
 
@@ -275,36 +273,9 @@ def test_dead_unit_monitor_records_when_units_died(tmp_path: Path):
     assert findings[0].severity == "error"  # 4/4 units dead
 
 
-def _write_store(root: Path, x: np.ndarray, meta: np.ndarray, bin_seconds: float) -> None:
-    (root / "shards").mkdir(parents=True)
-    np.save(root / "shards" / "val-00000.npy", x)
-    n = len(x)
-    index = pa.table({
-        "user_id": [f"u{i}" for i in range(n)],
-        "week_start": pd.to_datetime(["2024-01-01"] * n).date,
-        "split": ["val"] * n,
-        "shard": ["val-00000.npy"] * n,
-        "row": np.arange(n, dtype=np.int32),
-        "device": ["fitbit"] * n,
-        "device_generation": np.ones(n, np.int16),
-        "age": np.full(n, 40.0),
-        "sex": ["F"] * n,
-        "timezone": ["UTC"] * n,
-        "coverage": np.ones(n),
-        "metadata": list(meta),
-    }, schema=INDEX)
-    pq.write_table(index, root / "index.parquet")
-    stats = StoreStats(num_steps=x.shape[1], channels=["heart_rate", "steps", "heart_rate_missing"],
-                       bin_seconds=bin_seconds, metadata_features=["age_std", "sex_F", "sex_M",
-                                                                   "sex_U"],
-                       heart_rate_mean=0, heart_rate_std=1, log_steps_mean=0, log_steps_std=1,
-                       age_mean=40, age_std=10, targets=[], conditions=[], counts={"val": n})
-    (root / "stats.json").write_text(stats.model_dump_json())
-
-
 def test_task_writes_units_table_and_heatmaps(tmp_path: Path):
     x, meta = _data(7)
-    _write_store(tmp_path / "sequences", x, meta, bin_seconds=7 * 24 * 3600 / T)
+    write_array_store(tmp_path / "sequences", x, meta, bin_seconds=7 * 24 * 3600 / T)
     healthy_model().save(tmp_path / "model.keras")
     out = tmp_path / "audits" / "activations"
 

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from schemas.errors import DataContractError
-from schemas.sequence_store import INDEX, StoreStats
 from tasks._batches import iter_store_batches, load_audit_model
 from tasks.gradients import (
     PROFILE_SCHEMA,
@@ -25,6 +23,7 @@ from tasks.gradients import (
     gradient_profile,
     gradients_task,
 )
+from tests.model.conftest import write_array_store
 
 C, M = 3, 4
 
@@ -235,35 +234,9 @@ def test_model_without_the_output_layer_is_a_contract_error_listing_its_layers(t
         load_audit_model(tmp_path / "missing.keras")
 
 
-def _write_store(root: Path, x: np.ndarray, meta: np.ndarray, splits: list[str]) -> None:
-    (root / "shards").mkdir(parents=True)
-    np.save(root / "shards" / "all-00000.npy", x)
-    n = len(x)
-    pq.write_table(pa.table({
-        "user_id": [f"u{i}" for i in range(n)],
-        "week_start": pd.to_datetime(["2024-01-01"] * n).date,
-        "split": splits,
-        "shard": ["all-00000.npy"] * n,
-        "row": np.arange(n, dtype=np.int32),
-        "device": ["fitbit"] * n,
-        "device_generation": np.ones(n, np.int16),
-        "age": np.full(n, 40.0),
-        "sex": ["F"] * n,
-        "timezone": ["UTC"] * n,
-        "coverage": np.ones(n),
-        "metadata": list(meta),
-    }, schema=INDEX), root / "index.parquet")
-    stats = StoreStats(num_steps=x.shape[1], channels=["heart_rate", "steps", "heart_rate_missing"],
-                       bin_seconds=3600.0, metadata_features=["age_std", "sex_F", "sex_M",
-                                                              "sex_U"],
-                       heart_rate_mean=0, heart_rate_std=1, log_steps_mean=0, log_steps_std=1,
-                       age_mean=40, age_std=10, targets=[], conditions=[], counts={"val": n})
-    (root / "stats.json").write_text(stats.model_dump_json())
-
-
 def test_store_batches_read_one_split_in_index_order(tmp_path: Path):
     x, meta = _data(7, 64)
-    _write_store(tmp_path, x, meta, ["val", "train", "val", "val", "test", "val", "val"])
+    write_array_store(tmp_path, x, meta, ["val", "train", "val", "val", "test", "val", "val"])
     batches = list(iter_store_batches(tmp_path, "val", max_user_weeks=4, batch_size=3))
     assert [b[0].shape for b in batches] == [(3, 64, C), (1, 64, C)]
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x[[0, 2, 3, 5]])
@@ -272,7 +245,7 @@ def test_store_batches_read_one_split_in_index_order(tmp_path: Path):
 
 def test_task_writes_profile_plot_and_weight_gradients(tmp_path: Path):
     x, meta = _data(5, 64)
-    _write_store(tmp_path / "sequences", x, meta, ["val"] * 5)
+    write_array_store(tmp_path / "sequences", x, meta, ["val"] * 5)
     conv_stack((5, 3, 7)).save(tmp_path / "model.keras")
     out = tmp_path / "audits" / "gradients"
 
