@@ -235,3 +235,21 @@ def test_relative_run_directory_works_with_great_expectations(make_cohort, tmp_p
     result = validate_cohort(CohortPaths(cohort), RunPaths(Path("relative-run")), ValidateConfig(now=NOW))
     assert result.gx_success is True
     assert (tmp_path / "relative-run" / "validation" / "data_docs" / "index.html").exists()
+
+
+FITBIT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fitbit"
+
+
+@pytest.mark.skipif(not FITBIT.is_dir(), reason=f"real Fitbit exports not found at {FITBIT}")
+def test_the_six_real_fitbit_users_import_and_validate_end_to_end(tmp_path):
+    from tasks.import_csv import ImportConfig, import_csv_exports
+
+    imported = import_csv_exports(FITBIT, tmp_path / "fitbit", ImportConfig(timezone="UTC"))
+    result, run = _run(tmp_path / "fitbit", tmp_path, ValidateConfig(now=datetime.now(UTC)))
+    print(f"\nFitbit cohort: {result.describe()}")
+    assert result.rows_in == imported.num_rows == result.rows_clean + result.rows_quarantined
+    assert result.users == 6 and not result.files_rejected
+    assert result.quarantined_share < 0.01
+    assert result.gx_success is True
+    clean = _clean(run)
+    assert clean["heart_rate"].drop_null().to_numpy().min() >= 25
