@@ -15,6 +15,7 @@ user's keys lie at least two days above 0 and above every key of the previous us
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections import Counter
@@ -115,6 +116,44 @@ def iter_user_chunks(files: Iterable[Path], chunk_rows: int) -> Iterator[UserChu
             pending, num_pending = rest.to_batches(), rest.num_rows
         if num_pending:
             yield _to_chunk(pa.Table.from_batches(pending), path, seen)
+
+
+def map_chunks(fn: Callable[[UserChunk], Out], files: Iterable[Path], chunk_rows: int,
+               workers: int) -> Iterator[Out]:
+    """`fn(chunk)` for every chunk of whole users of `files`, in order, on `workers` threads.
+
+    A file of at most 2 x chunk_rows rows is read by the thread that computes it, so such files
+    are read in parallel; a larger one is streamed by the reader thread and its chunks computed
+    in parallel. Memory: about 2 x workers small files, or 2 x workers chunks, in flight.
+    Raises a DataContractError when a user's rows are in two files."""
+
+    def whole_file(path: Path) -> list[tuple[tuple[str, ...], Out]]:
+        return [(c.user_ids, fn(c)) for c in iter_user_chunks([path], chunk_rows)]
+
+    def one_chunk(chunk: UserChunk) -> list[tuple[tuple[str, ...], Out]]:
+        return [(chunk.user_ids, fn(chunk))]
+
+    def jobs() -> Iterator[Callable[[], list[tuple[tuple[str, ...], Out]]]]:
+        for path in files:
+            if pq.ParquetFile(path).metadata.num_rows <= 2 * chunk_rows:
+                yield functools.partial(whole_file, path)
+            else:
+                for chunk in iter_user_chunks([path], chunk_rows):
+                    yield functools.partial(one_chunk, chunk)
+
+    seen: set[str] = set()
+    for results in map_ordered(lambda job: job(), jobs(), workers):
+        for user_ids, result in results:
+            repeated = sorted(seen.intersection(user_ids))
+            if repeated:
+                raise DataContractError("labels/sequences: the clean sensor logs are not in the "
+                                        "order the validation stage promises", [Problem(
+                                            rule="user_rows_not_contiguous", column="user_id",
+                                            message=f"the rows of {len(repeated)} users are in "
+                                            f"more than one file ({repeated[:5]}).",
+                                            fix=_FIX_ORDER)])
+            seen.update(user_ids)
+            yield result
 
 
 def map_ordered(fn: Callable[[In], Out], items: Iterable[In], workers: int) -> Iterator[Out]:

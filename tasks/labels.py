@@ -52,7 +52,7 @@ from schemas.devices import device_generation
 from schemas.errors import DataContractError, Problem
 from schemas.tables import USER_WEEK_TARGETS, USER_WEEKS
 from tasks._calendar import US_PER_SECOND, WeekGrid, bin_of, local_weeks, window_intervals
-from tasks._user_chunks import UserChunk, iter_user_chunks, map_ordered
+from tasks._user_chunks import UserChunk, map_chunks
 from tasks.io import atomic_path, list_parquet_files
 
 log = logging.getLogger("stethoscope.labels")
@@ -120,8 +120,7 @@ def build_user_weeks(
         return chunk, user_weeks_of_chunk(chunk, tuple(zones), config)
 
     with atomic_path(Path(out_file)) as tmp, pq.ParquetWriter(tmp, USER_WEEKS) as writer:
-        chunks = iter_user_chunks(files, config.chunk_rows)
-        for chunk, table in map_ordered(compute, chunks, config.workers):
+        for chunk, table in map_chunks(compute, files, config.chunk_rows, config.workers):
             if table is None:
                 missing += [u for u in chunk.user_ids if u not in timezones]
                 continue

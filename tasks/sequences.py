@@ -58,7 +58,7 @@ from schemas.sequence_store import (
 from tasks._calendar import US_PER_DAY, US_PER_SECOND, to_local_us
 from tasks._sequence_index import PLACES, build_index
 from tasks._shard_writer import Moments, ShardWriter
-from tasks._user_chunks import UserChunk, iter_user_chunks, map_ordered
+from tasks._user_chunks import UserChunk, map_chunks
 from tasks.io import list_parquet_files, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger("stethoscope.sequences")
@@ -290,9 +290,8 @@ def _write_tensors(
 
     places, excluded = [PLACES.empty_table()], [EXCLUDED.empty_table()]
     train = np.zeros((2, 3))
-    chunks = iter_user_chunks(list_parquet_files(clean_dir), config.chunk_rows)
-    for groups in map_ordered(lambda c: bin_chunk(c, spans, zone_of, config), chunks,
-                              config.workers):
+    for groups in map_chunks(lambda c: bin_chunk(c, spans, zone_of, config),
+                             list_parquet_files(clean_dir), config.chunk_rows, config.workers):
         for binned in groups:
             split = np.array([split_of(u) for u in binned.user_id], dtype=object)
             keep = binned.coverage >= config.min_coverage

@@ -260,11 +260,16 @@ def test_broken_inputs_are_named_all_at_once(tmp_path):
     with pytest.raises(DataContractError, match="Mars/Olympus"):
         build_user_weeks(clean, users, tmp_path / "uw.parquet", LabelsConfig())
 
+    pq.write_table(pa.table({"user_id": ["a", "b", "c"], "age": [1.0] * 3, "sex": ["F"] * 3,
+                             "timezone": ["UTC"] * 3}), users)
+    shutil.copy(clean / "part-00000.parquet", clean / "part-00001.parquet")  # users twice
+    with pytest.raises(DataContractError, match="more than one file"):
+        build_user_weeks(clean, users, tmp_path / "uw.parquet", LabelsConfig())
+    (clean / "part-00001.parquet").unlink()
+
     unsorted = pq.read_table(clean / "part-00000.parquet")
     pq.write_table(unsorted.take(np.arange(unsorted.num_rows)[::-1].copy()),
                    clean / "part-00000.parquet")
-    pq.write_table(pa.table({"user_id": ["a", "b", "c"], "age": [1.0] * 3, "sex": ["F"] * 3,
-                             "timezone": ["UTC"] * 3}), users)
     with pytest.raises(DataContractError, match="not contiguous|not strictly increasing"):
         build_user_weeks(clean, users, tmp_path / "uw.parquet", LabelsConfig())
 
