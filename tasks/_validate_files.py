@@ -125,7 +125,9 @@ def _user_range(meta: pq.ParquetFile) -> tuple[str, str] | None:
 def read_canonical(path: Path) -> pa.Table:
     """Read a file that passed `check_file`, cast to the canonical schema (lossless casts only:
     a cast that would lose information raises)."""
-    table = pq.read_table(path, columns=SENSOR_LOGS.names)
+    # String columns are read as dictionaries and then decoded: Parquet stores them
+    # dictionary-encoded, and this path is several times faster than reading plain strings.
+    table = pq.read_table(path, columns=SENSOR_LOGS.names, read_dictionary=["user_id", "device"])
     columns = []
     for expected in SENSOR_LOGS:
         column = table[expected.name]

@@ -56,6 +56,7 @@ class CheckedRows:
     rule: np.ndarray  # int8 [n]
     source_row: np.ndarray  # int64 [n]
     user: np.ndarray  # int64 [n]: run number of the row's user_id (0, 1, ...) in sorted order
+    reordered: bool  # False: the rows were already sorted, source_row is 0..n-1
 
 
 def _micros(value: datetime) -> int:
@@ -84,22 +85,23 @@ def _is_sorted(table: pa.Table, runs: np.ndarray, ts: np.ndarray) -> bool:
     return bool(np.all(~same_run | (ts[1:] >= ts[:-1])))
 
 
-def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray, bool]:
     """Sort by (user_id, timestamp), stable, nulls last; skip the sort when already in order.
-    Returns the table, each row's position as read, and its user run number."""
+    Returns the table, each row's position as read, its user run number, and whether the
+    sort moved any row."""
     runs = _runs(table["user_id"])
     ts = table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
     if _is_sorted(table, runs, ts):
-        return table, np.arange(table.num_rows, dtype=np.int64), runs
+        return table, np.arange(table.num_rows, dtype=np.int64), runs, False
     order = pc.sort_indices(table, options=pc.SortOptions(
         sort_keys=[("user_id", "ascending", "at_end"), ("timestamp", "ascending", "at_end")]))
     table = table.take(order)
-    return table, order.to_numpy().astype(np.int64), _runs(table["user_id"])
+    return table, order.to_numpy().astype(np.int64), _runs(table["user_id"]), True
 
 
 def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> CheckedRows:
     """Apply every row rule to one file's rows (canonical schema)."""
-    table, source_row, user = sort_rows(table)
+    table, source_row, user, reordered = sort_rows(table)
     n = table.num_rows
     rule = np.zeros(n, dtype=np.int8)
 
@@ -132,7 +134,7 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
     flag(5, ~steps_null & (steps < 0))
     flag(6, _duplicates(user, ts, rule == 0))
     flag(7, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
-    return CheckedRows(table=table, rule=rule, source_row=source_row, user=user)
+    return CheckedRows(table=table, rule=rule, source_row=source_row, user=user, reordered=reordered)
 
 
 def _implausible_steps(

@@ -366,7 +366,8 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
         source = np.concatenate(sources)
         position = np.concatenate(positions)
         checked = check_rows(table, known_users, limits)
-        source, position = source[checked.source_row], position[checked.source_row]
+        if checked.reordered:  # a 10 M-row fancy index costs: only when the sort moved rows
+            source, position = source[checked.source_row], position[checked.source_row]
         sorted_table, rule = checked.table, checked.rule
         if sorted_table.num_rows and gx_every:
             tally.gx_parts.append(sorted_table.take(pa.array(np.arange(0, sorted_table.num_rows, gx_every))))
@@ -376,7 +377,7 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
         clean = sorted_table if all_clean else sorted_table.filter(pa.array(clean_mask))
         name = f"part-{unit_no:05d}-{bucket:03d}.parquet"
         single_canonical = (len(unit) == 1 and num_buckets == 1 and unit[0].canonical
-                            and all_clean and bool((checked.source_row[1:] > checked.source_row[:-1]).all()))
+                            and all_clean and not checked.reordered)
         if clean.num_rows and single_canonical:
             # Nothing to change: copy the bytes instead of re-encoding them.
             target = staged.clean / name
@@ -385,7 +386,7 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
         elif clean.num_rows:
             tally.writer.write(clean.cast(SENSOR_LOGS), staged.clean / name)
         if clean.num_rows:
-            users = checked.user[clean_mask]  # sorted run numbers
+            users = checked.user if all_clean else checked.user[clean_mask]  # sorted run numbers
             tally.users += 1 + int(np.count_nonzero(np.diff(users)))
             for device, count in _device_counts(clean["device"]).items():
                 if device not in DEVICE_CATALOG:
@@ -402,9 +403,9 @@ def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_u
             tally.writer.write(quarantined.cast(QUARANTINE), staged.quarantine / name)
 
         for source_no, c in enumerate(unit):
-            mine = source == source_no
-            counts = np.bincount(rule[mine], minlength=8)
-            tally.add(c.name, "rows_in", int(mine.sum()))
+            mine = rule if len(unit) == 1 else rule[source == source_no]
+            counts = np.bincount(mine, minlength=8)
+            tally.add(c.name, "rows_in", int(mine.size))
             tally.add(c.name, "rows_clean", int(counts[0]))
             tally.add(c.name, "rows_quarantined", int(counts[1:].sum()))
             for code in range(1, 8):
