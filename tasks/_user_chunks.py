@@ -94,8 +94,8 @@ class UserChunk:
 
 def iter_user_chunks(files: Iterable[Path], chunk_rows: int) -> Iterator[UserChunk]:
     """Yield chunks of whole users from clean Parquet files, in file and row order. Raises a
-    DataContractError when a user's rows are not contiguous, span two files, or are not strictly
-    increasing in time."""
+    DataContractError when a user's rows are not contiguous (within a file, or across the files
+    of one call) or not strictly increasing in time."""
     seen: set[str] = set()
     for path in files:
         parquet = pq.ParquetFile(path, read_dictionary=["user_id", "device"])
