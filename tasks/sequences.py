@@ -200,10 +200,10 @@ def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.nda
     size = k * num_steps
     valid, steps_valid = chunk.heart_rate_valid[rows], chunk.steps_valid[rows]
     samples = np.bincount(gid, minlength=size)
-    hr_n = samples if valid.all() else np.bincount(gid[valid], minlength=size)
+    # Counts of valid values as all samples minus the (usually few) null ones.
+    hr_n = samples - np.bincount(gid[~valid], minlength=size)
+    has_steps = (samples - np.bincount(gid[~steps_valid], minlength=size)) > 0
     hr_sum = np.bincount(gid, weights=chunk.heart_rate[rows], minlength=size)
-    has_steps = (samples if steps_valid.all() else np.bincount(gid[steps_valid],
-                                                               minlength=size)) > 0
     steps_sum = np.bincount(gid, weights=chunk.steps[rows], minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
         heart_rate = (hr_sum / hr_n).reshape(k, num_steps)  # NaN where no HR (0 / 0)
