@@ -85,23 +85,28 @@ def _is_sorted(table: pa.Table, runs: np.ndarray, ts: np.ndarray) -> bool:
     return bool(np.all(~same_run | (ts[1:] >= ts[:-1])))
 
 
-def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray, bool]:
+def _micros_of(table: pa.Table) -> np.ndarray:
+    """Timestamps as int64 microseconds, null as 0."""
+    return table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
+
+
+def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Sort by (user_id, timestamp), stable, nulls last; skip the sort when already in order.
-    Returns the table, each row's position as read, its user run number, and whether the
-    sort moved any row."""
+    Returns the table, each row's position as read, its user run number, its timestamp in
+    microseconds, and whether the sort moved any row."""
     runs = _runs(table["user_id"])
-    ts = table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
+    ts = _micros_of(table)
     if _is_sorted(table, runs, ts):
-        return table, np.arange(table.num_rows, dtype=np.int64), runs, False
+        return table, np.arange(table.num_rows, dtype=np.int64), runs, ts, False
     order = pc.sort_indices(table, options=pc.SortOptions(
         sort_keys=[("user_id", "ascending", "at_end"), ("timestamp", "ascending", "at_end")]))
     table = table.take(order)
-    return table, order.to_numpy().astype(np.int64), _runs(table["user_id"]), True
+    return table, order.to_numpy().astype(np.int64), _runs(table["user_id"]), _micros_of(table), True
 
 
 def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> CheckedRows:
     """Apply every row rule to one file's rows (canonical schema)."""
-    table, source_row, user, reordered = sort_rows(table)
+    table, source_row, user, ts, reordered = sort_rows(table)
     n = table.num_rows
     rule = np.zeros(n, dtype=np.int8)
 
@@ -116,7 +121,6 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
 
     flag(1, is_null("user_id") | is_null("timestamp") | is_null("device"))
 
-    ts = table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
     flag(2, (ts < _micros(limits.earliest)) | (ts > _micros(limits.latest)))
 
     # one membership test per user run, not per row
