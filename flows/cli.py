@@ -80,8 +80,11 @@ def _load_config(path: str | None) -> dict:
     return data
 
 
-def _exit_status(status: str) -> int:
-    return EXIT_FAIL if status == "fail" else EXIT_OK
+def _finish(outcome) -> int:
+    """Say where the run's report and summary are; exit 3 when its status is fail."""
+    print(f"\nstatus: {outcome.status}\nreport:  {outcome.report.resolve()}\n"
+          f"summary: {outcome.summary.resolve()}")
+    return EXIT_FAIL if outcome.status == "fail" else EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,26 +94,19 @@ def _run(args: argparse.Namespace) -> int:
     params = AuditParameters.model_validate(
         {**_load_config(args.config), "data_dir": str(args.data), "runs_dir": str(out.parent),
          "run_id": out.name})
-    outcome = nightly_audit(params)
-    print(f"status: {outcome.status}\nreport:  {outcome.report}\nsummary: {outcome.summary}")
-    return _exit_status(outcome.status)
+    return _finish(nightly_audit(params))
 
 
 def _demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
-    outcome = run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed)
-    print(f"\nstatus: {outcome.status}\nreport:  {outcome.report.resolve()}\n"
-          f"summary: {outcome.summary.resolve()}")
-    return _exit_status(outcome.status)
+    return _finish(run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed))
 
 
 def _analyze(args: argparse.Namespace) -> int:
     from flows.analyze_predictions import analyze_flow
 
-    outcome = analyze_flow(Path(args.predictions), Path(args.out))
-    print(f"status: {outcome.status}\nreport:  {outcome.report}\nsummary: {outcome.summary}")
-    return _exit_status(outcome.status)
+    return _finish(analyze_flow(Path(args.predictions), Path(args.out)))
 
 
 def _audit_model(args: argparse.Namespace) -> int:
@@ -120,9 +116,7 @@ def _audit_model(args: argparse.Namespace) -> int:
     params = AuditModelParameters.model_validate(
         {**_load_config(args.config), "model_file": str(args.model), "data_dir": str(args.data),
          "runs_dir": str(out.parent), "run_id": out.name})
-    outcome = audit_model_flow(params)
-    print(f"status: {outcome.status}\nreport:  {outcome.report}\nsummary: {outcome.summary}")
-    return _exit_status(outcome.status)
+    return _finish(audit_model_flow(params))
 
 
 def _serve(args: argparse.Namespace) -> int:

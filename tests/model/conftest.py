@@ -145,3 +145,23 @@ def write_array_store(root: Path, x: np.ndarray, meta: np.ndarray, splits: list[
                        heart_rate_std=1, log_steps_mean=0, log_steps_std=1, age_mean=40, age_std=10,
                        targets=[], conditions=[], counts=counts)
     (root / "stats.json").write_text(stats.model_dump_json())
+
+
+def healthy_audit_model(steps: int, units: int, seed: int = 0, channels: int = len(CHANNELS),
+                        metadata_size: int = len(METADATA_FEATURES)):
+    """A DeepHeart-shaped network at random initialisation, for the audits' clean cases:
+    leaky-ReLU convolutions, a BiLSTM of `units` started from a metadata Dense, raw_output, a
+    pooled sigmoid head."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    sequence = keras.Input((steps, channels), name="sequence")
+    metadata = keras.Input((metadata_size,), name="metadata")
+    x = keras.layers.Conv1D(8, 5, padding="same", activation="leaky_relu", name="conv_1")(sequence)
+    x = keras.layers.Conv1D(8, 5, padding="same", activation="leaky_relu", name="conv_2")(x)
+    states = keras.layers.Dense(4 * units, activation="tanh", name="initial_state")(metadata)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(units, return_sequences=True), name="bilstm")(
+        x, initial_state=list(keras.ops.split(states, 4, axis=-1)))
+    raw = keras.layers.Dense(1, name="raw_output")(x)
+    pooled = keras.layers.GlobalAveragePooling1D(name="pooled")(raw)
+    return keras.Model([sequence, metadata], keras.layers.Activation("sigmoid", name="head_a")(pooled))

@@ -22,7 +22,7 @@ from tasks.activations import (
     audit_activations,
     plot_heatmaps,
 )
-from tests.model.conftest import write_array_store
+from tests.model.conftest import healthy_audit_model, write_array_store
 
 T, C, M = 64, 3, 4
 
@@ -66,21 +66,8 @@ def planted_model(seed: int = 0) -> keras.Model:
 
 
 def healthy_model(seed: int = 0) -> keras.Model:
-    """A DeepHeart-shaped network at random initialisation: leaky-ReLU convolutions, a BiLSTM
-    started from a metadata Dense, raw_output, pooled sigmoid head."""
-    keras.utils.set_random_seed(seed)
-    sequence = keras.Input((T, C), name="sequence")
-    metadata = keras.Input((M,), name="metadata")
-    x = keras.layers.Conv1D(8, 5, padding="same", activation="leaky_relu", name="conv_1")(sequence)
-    x = keras.layers.Conv1D(8, 5, padding="same", activation="leaky_relu", name="conv_2")(x)
-    states = keras.layers.Dense(4 * 4, activation="tanh", name="initial_state")(metadata)
-    states = list(keras.ops.split(states, 4, axis=-1))
-    x = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), name="bilstm")(
-        x, initial_state=states)
-    raw = keras.layers.Dense(1, name="raw_output")(x)
-    pooled = keras.layers.GlobalAveragePooling1D(name="pooled")(raw)
-    head = keras.layers.Activation("sigmoid", name="head_a")(pooled)
-    return keras.Model([sequence, metadata], head)
+    """A DeepHeart-shaped network at random initialisation (see healthy_audit_model)."""
+    return healthy_audit_model(T, units=4, seed=seed, channels=C, metadata_size=M)
 
 
 def _data(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

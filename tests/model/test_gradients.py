@@ -23,7 +23,7 @@ from tasks.gradients import (
     gradient_profile,
     gradients_task,
 )
-from tests.model.conftest import write_array_store
+from tests.model.conftest import healthy_audit_model, write_array_store
 
 C, M = 3, 4
 
@@ -78,20 +78,8 @@ def recurrent_model(steps: int, bidirectional: bool, seed: int = 0) -> keras.Mod
 
 
 def healthy_model(steps: int, seed: int = 0) -> keras.Model:
-    """DeepHeart-shaped, random initialisation: leaky-ReLU convolutions, a BiLSTM started from
-    a metadata Dense, raw_output, pooled sigmoid head."""
-    keras.utils.set_random_seed(seed)
-    sequence = keras.Input((steps, C), name="sequence")
-    metadata = keras.Input((M,), name="metadata")
-    x = keras.layers.Conv1D(8, 5, padding="same", activation="leaky_relu", name="conv_1")(sequence)
-    x = keras.layers.Conv1D(8, 5, padding="same", activation="leaky_relu", name="conv_2")(x)
-    states = keras.layers.Dense(4 * 8, activation="tanh", name="initial_state")(metadata)
-    x = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), name="bilstm")(
-        x, initial_state=list(keras.ops.split(states, 4, axis=-1)))
-    raw = keras.layers.Dense(1, name="raw_output")(x)
-    pooled = keras.layers.GlobalAveragePooling1D(name="pooled")(raw)
-    return keras.Model([sequence, metadata], keras.layers.Activation("sigmoid", name="head_a")(
-        pooled))
+    """A DeepHeart-shaped network at random initialisation (see healthy_audit_model)."""
+    return healthy_audit_model(steps, units=8, seed=seed, channels=C, metadata_size=M)
 
 
 @pytest.mark.parametrize(
