@@ -14,9 +14,17 @@ import pyarrow.parquet as pq
 
 from schemas.errors import Problem
 from schemas.tables import SENSOR_LOGS
+from tasks.io import write_parquet_atomic
 
-# The canonical schema with every field nullable: the row gate, not the reader, judges nulls.
-CANONICAL = pa.schema([f.with_nullable(True) for f in SENSOR_LOGS])
+# Strings stay dictionary-encoded from the Parquet reader through the checks to the writer: a
+# user wears one device for weeks, so the gate compares int32 codes instead of strings, and the
+# writer stores the dictionary as it is instead of hashing every string again.
+DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+SENSOR_LOGS_DICT = pa.schema(
+    [f.with_type(DICT_STRING) if pa.types.is_string(f.type) else f for f in SENSOR_LOGS],
+    metadata=SENSOR_LOGS.metadata)
+# What the row gate works on: every field nullable (the gate, not the reader, judges nulls).
+CANONICAL = pa.schema([f.with_nullable(True) for f in SENSOR_LOGS_DICT])
 
 _FIX_TYPES = {
     "user_id": "write user_id as a string column",
@@ -123,18 +131,18 @@ def _user_range(meta: pq.ParquetFile) -> tuple[str, str] | None:
 
 
 def read_canonical(path: Path) -> pa.Table:
-    """Read a file that passed `check_file`, cast to the canonical schema (lossless casts only:
-    a cast that would lose information raises)."""
-    # String columns are read as dictionaries and then decoded: Parquet stores them
-    # dictionary-encoded, and this path is several times faster than reading plain strings.
+    """Read a file that passed `check_file` into CANONICAL (lossless casts only: a cast that
+    would lose information raises), string columns as dictionaries shared by all chunks."""
     table = pq.read_table(path, columns=SENSOR_LOGS.names, read_dictionary=["user_id", "device"])
-    columns = []
-    for expected in SENSOR_LOGS:
-        column = table[expected.name]
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        columns.append(column.cast(expected.type, safe=True))
-    return pa.Table.from_arrays(columns, schema=CANONICAL)
+    columns = [table[f.name].cast(f.type, safe=True) for f in CANONICAL]
+    return pa.Table.from_arrays(columns, schema=CANONICAL).unify_dictionaries()
+
+
+def write_sensor_logs(table: pa.Table, path: Path) -> None:
+    """Write rows in CANONICAL as a SENSOR_LOGS file: nullability as the contract says, the
+    dictionaries stored as Parquet dictionary pages. The Arrow schema is not stored, so every
+    reader gets plain strings back, exactly SENSOR_LOGS."""
+    write_parquet_atomic(table.cast(SENSOR_LOGS_DICT), path, store_schema=False)
 
 
 def read_user_ids(path: Path) -> pa.Array:

@@ -1,6 +1,6 @@
 """The row-level gate of the validation stage: pure, vectorised, no I/O.
 
-`check_rows` takes one file's rows in the canonical SENSOR_LOGS schema and returns them sorted
+`check_rows` takes one unit's rows (CANONICAL: SENSOR_LOGS with dictionary strings) and returns them sorted
 by (user_id, timestamp) with, per row, the first rule it breaks (0 = clean). Rules are checked
 in the order of RULES; a row is counted once, under the first rule it breaks, so that
 rows_in == rows_clean + rows_quarantined holds exactly.
@@ -50,39 +50,60 @@ class RowLimits:
 @dataclass(frozen=True)
 class CheckedRows:
     """`table` sorted by (user_id, timestamp); `rule[i]` the first rule row i breaks (0 clean);
-    `source_row[i]` its position in the file as read; `user[i]` its user's number."""
+    `source_row[i]` its position in the file as read (None: the rows were already sorted, so it
+    is i); `user[i]` its user's dictionary code (-1 for a null user_id); `user_starts` the first
+    row of each run of one user."""
 
     table: pa.Table
     rule: np.ndarray  # int8 [n]
-    source_row: np.ndarray  # int64 [n]
-    user: np.ndarray  # int64 [n]: run number of the row's user_id (0, 1, ...) in sorted order
-    reordered: bool  # False: the rows were already sorted, source_row is 0..n-1
+    source_row: np.ndarray | None  # int64 [n]
+    user: np.ndarray  # int32 [n]
+    user_starts: np.ndarray  # int64 [runs]
+
+    @property
+    def reordered(self) -> bool:
+        return self.source_row is not None
 
 
 def _micros(value: datetime) -> int:
     return int(pa.scalar(value, pa.timestamp("us", tz="UTC")).value)
 
 
-def _runs(user_id: pa.ChunkedArray) -> np.ndarray:
-    """An int per run of equal consecutive user_id (nulls each start a run of their own)."""
-    n = len(user_id)
-    if n == 0:
+def dictionary_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """The int32 codes of a dictionary column whose chunks share one dictionary; null -> -1."""
+    if not column.num_chunks:
+        return np.zeros(0, dtype=np.int32)
+    parts = [chunk.indices.fill_null(-1).to_numpy() if chunk.null_count else chunk.indices.to_numpy()
+             for chunk in column.chunks]
+    return np.concatenate(parts).astype(np.int32, copy=False) if len(parts) > 1 else parts[0]
+
+
+def _dictionary(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunks[0].dictionary if column.num_chunks else pa.array([], pa.string())
+
+
+def _run_starts(codes: np.ndarray) -> np.ndarray:
+    """First row of each run of equal consecutive codes (each null starts a run of its own)."""
+    if codes.size == 0:
         return np.zeros(0, dtype=np.int64)
-    same = pc.equal(user_id.slice(1), user_id.slice(0, n - 1)).fill_null(False)
-    return np.cumsum(np.r_[True, ~same.to_numpy(zero_copy_only=False)]) - 1
+    change = codes[1:] != codes[:-1]
+    change |= codes[1:] == -1
+    return np.r_[0, np.flatnonzero(change) + 1]
 
 
-def _is_sorted(table: pa.Table, runs: np.ndarray, ts: np.ndarray) -> bool:
-    """Sorted by (user_id, timestamp): run heads strictly increase, time never goes back in a run."""
+def _is_sorted(table: pa.Table, codes: np.ndarray, starts: np.ndarray, ts: np.ndarray) -> bool:
+    """Sorted by (user_id, timestamp): run heads strictly increase (so each user is one run),
+    time never goes back within a run."""
     if table.num_rows == 0:
         return True
     if table["user_id"].null_count or table["timestamp"].null_count:
         return False
-    heads = table["user_id"].take(pa.array(np.flatnonzero(np.r_[True, np.diff(runs) > 0]))).to_pylist()
+    heads = _dictionary(table["user_id"]).take(pa.array(codes[starts])).to_pylist()
     if any(a >= b for a, b in zip(heads, heads[1:], strict=False)):
         return False
-    same_run = runs[1:] == runs[:-1]
-    return bool(np.all(~same_run | (ts[1:] >= ts[:-1])))
+    back = ts[1:] < ts[:-1]
+    back[starts[1:] - 1] = False  # a new user may start earlier in time
+    return not back.any()
 
 
 def _micros_of(table: pa.Table) -> np.ndarray:
@@ -90,23 +111,30 @@ def _micros_of(table: pa.Table) -> np.ndarray:
     return table["timestamp"].cast(pa.int64()).fill_null(0).to_numpy()
 
 
-def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, bool]:
+def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
     """Sort by (user_id, timestamp), stable, nulls last; skip the sort when already in order.
-    Returns the table, each row's position as read, its user run number, its timestamp in
-    microseconds, and whether the sort moved any row."""
-    runs = _runs(table["user_id"])
+    Returns the table, each row's position as read (None when no row moved), the user codes,
+    the user runs' first rows and the timestamps in microseconds."""
+    codes = dictionary_codes(table["user_id"])
+    starts = _run_starts(codes)
     ts = _micros_of(table)
-    if _is_sorted(table, runs, ts):
-        return table, np.arange(table.num_rows, dtype=np.int64), runs, ts, False
-    order = pc.sort_indices(table, options=pc.SortOptions(
+    if _is_sorted(table, codes, starts, ts):
+        return table, None, codes, starts, ts
+    # Rare (files come sorted from every exporter we know): sort on decoded strings, since
+    # Arrow cannot sort by a dictionary column, then encode again.
+    plain = table.set_column(0, "user_id", table["user_id"].cast(pa.string()))
+    order = pc.sort_indices(plain, options=pc.SortOptions(
         sort_keys=[("user_id", "ascending", "at_end"), ("timestamp", "ascending", "at_end")]))
     table = table.take(order)
-    return table, order.to_numpy().astype(np.int64), _runs(table["user_id"]), _micros_of(table), True
+    table = table.set_column(0, "user_id", plain["user_id"].take(order).dictionary_encode()
+                             .cast(table.schema.field("user_id").type)).unify_dictionaries()
+    codes = dictionary_codes(table["user_id"])
+    return table, order.to_numpy().astype(np.int64), codes, _run_starts(codes), _micros_of(table)
 
 
 def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> CheckedRows:
-    """Apply every row rule to one file's rows (canonical schema)."""
-    table, source_row, user, ts, reordered = sort_rows(table)
+    """Apply every row rule to one unit's rows (CANONICAL: dictionary strings)."""
+    table, source_row, user, starts, ts = sort_rows(table)
     n = table.num_rows
     rule = np.zeros(n, dtype=np.int8)
 
@@ -119,14 +147,15 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
             return np.zeros(n, dtype=bool)
         return column.is_null().to_numpy(zero_copy_only=False)
 
-    flag(1, is_null("user_id") | is_null("timestamp") | is_null("device"))
+    if table["user_id"].null_count or table["timestamp"].null_count or table["device"].null_count:
+        flag(1, is_null("user_id") | is_null("timestamp") | is_null("device"))
 
     flag(2, (ts < _micros(limits.earliest)) | (ts > _micros(limits.latest)))
 
-    # one membership test per user run, not per row
-    heads = np.flatnonzero(np.r_[True, np.diff(user) > 0]) if n else np.zeros(0, dtype=np.int64)
-    known = pc.is_in(table["user_id"].take(pa.array(heads)), value_set=known_users).fill_null(False)
-    flag(3, ~known.to_numpy(zero_copy_only=False)[user])
+    # one membership test per distinct user, not per row
+    known = pc.is_in(_dictionary(table["user_id"]), value_set=known_users).to_numpy(zero_copy_only=False)
+    if not known.all():
+        flag(3, np.r_[~known, False][user])  # code -1 (a null user, rule 1 already) -> False
 
     hr = table["heart_rate"].to_numpy(zero_copy_only=False)  # null -> NaN
     hr_null = is_null("heart_rate")
@@ -138,7 +167,7 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
     flag(5, ~steps_null & (steps < 0))
     flag(6, _duplicates(user, ts, rule == 0))
     flag(7, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
-    return CheckedRows(table=table, rule=rule, source_row=source_row, user=user, reordered=reordered)
+    return CheckedRows(table=table, rule=rule, source_row=source_row, user=user, user_starts=starts)
 
 
 def _implausible_steps(
@@ -165,14 +194,22 @@ def _implausible_steps(
 
 
 def _duplicates(user: np.ndarray, ts: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """Among eligible rows (sorted), a row repeating the previous eligible row's key."""
+    """Among eligible rows (sorted), a row repeating an earlier eligible row's key. Rows of one
+    key are adjacent, so only rows equal to their predecessor (rare) need a closer look."""
     out = np.zeros(len(ts), dtype=bool)
+    if len(ts) < 2:
+        return out
+    same = np.r_[False, (user[1:] == user[:-1]) & (ts[1:] == ts[:-1])]
+    if not same.any():
+        return out
     if eligible.all():
-        out[1:] = (user[1:] == user[:-1]) & (ts[1:] == ts[:-1])
-        return out
-    idx = np.flatnonzero(eligible)
-    if idx.size < 2:
-        return out
-    repeat = (user[idx][1:] == user[idx][:-1]) & (ts[idx][1:] == ts[idx][:-1])
-    out[idx[1:][repeat]] = True
+        return same
+    # rows in groups of one key, with more than one row: the groups' first rows plus `same`
+    rows = np.union1d(np.flatnonzero(same), np.flatnonzero(same) - 1)
+    group = np.cumsum(~same[rows])
+    ok = eligible[rows]
+    seen = np.cumsum(ok)  # eligible rows so far ...
+    first = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+    before = (seen - ok) - np.repeat(np.r_[0, seen[first[1:] - 1]], np.diff(np.r_[first, rows.size]))
+    out[rows[ok & (before > 0)]] = True  # ... and in this group before this row
     return out

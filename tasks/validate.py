@@ -6,15 +6,16 @@ came, the first rule it broke and where it came from), `rejected_files/` (files 
 read or break the schema, copied whole), `report.json` and great-expectations `data_docs/`.
 Invariant: rows_in == rows_clean + rows_quarantined, always.
 
-Streaming: files sharing no user are processed one at a time; files that share users (found
-from Parquet statistics, then exact user sets) form one unit, split into user buckets so that a
-unit never holds more than `max_rows_in_memory` rows at once. Nothing is written in place: the
+Streaming: files sharing no user form units of one file; files that share users (found from
+Parquet statistics, then exact user sets) form one unit, split into user buckets (by a hash of
+user_id) of about `max_rows_in_memory / workers` rows. `workers` units are checked at once. Nothing is written in place: the
 stage writes `validation.partial/` and renames it when complete.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import zoneinfo
 from collections import Counter
@@ -22,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,10 +38,26 @@ from schemas.devices import DEVICE_CATALOG
 from schemas.errors import DataContractError, Problem
 from schemas.layout import CohortPaths, RunPaths
 from schemas.tables import QUARANTINE, SENSOR_LOGS, SEXES
-from tasks._validate_files import FileCheck, check_file, read_canonical, read_user_ids
-from tasks._validate_rules import RULE_NAMES, RULES, RowLimits, check_rows
+from tasks._validate_files import (
+    FileCheck,
+    check_file,
+    read_canonical,
+    read_user_ids,
+    write_sensor_logs,
+)
+from tasks._validate_rules import (
+    RULE_NAMES,
+    RULES,
+    CheckedRows,
+    RowLimits,
+    check_rows,
+    dictionary_codes,
+)
 from tasks.io import list_parquet_files, write_json_atomic, write_parquet_atomic
 from tasks.progress import track
+
+if TYPE_CHECKING:
+    from tasks._gx import GxSession
 
 log = logging.getLogger("stethoscope.validate")
 
@@ -57,7 +75,8 @@ class ValidateConfig(StageConfig):
     great_expectations: bool = Field(True, description="run the GX suites and write Data Docs")
     gx_sample_rows: int = Field(200_000, ge=1000, description="rows in the GX sample")
     max_rows_in_memory: int = Field(20_000_000, ge=10_000,
-                                    description="largest unit of rows held at once")
+                                    description="most rows held at once, over all workers")
+    workers: int = Field(0, ge=0, description="units checked at once on threads (0: one per CPU core)")
     now: datetime | None = Field(None, description="'now' for the future check (default: wall clock)")
 
 
@@ -219,32 +238,6 @@ def plan_units(checks: list[FileCheck]) -> list[list[FileCheck]]:
 # --- the stage -------------------------------------------------------------------------------
 
 
-class _BackgroundWriter:
-    """Writes Parquet files on one background thread, so that encoding a unit's output overlaps
-    reading and checking the next unit. At most `max_pending` tables wait (bounded memory);
-    leaving the block waits for every write and re-raises the first failure."""
-
-    def __init__(self, max_pending: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate-writer")
-        self._pending: list[Future] = []
-        self._max_pending = max_pending
-
-    def write(self, table: pa.Table, path: Path) -> None:
-        while len(self._pending) >= self._max_pending:
-            self._pending.pop(0).result()
-        self._pending.append(self._pool.submit(write_parquet_atomic, table, path))
-
-    def __enter__(self) -> _BackgroundWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            for future in self._pending:
-                future.result()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
 @dataclass
 class _Tally:
     """Running counts while streaming; per file and per rule."""
@@ -253,10 +246,16 @@ class _Tally:
     unknown_devices: Counter = field(default_factory=Counter)
     users: int = 0
     gx_parts: list[pa.Table] = field(default_factory=list)
-    writer: _BackgroundWriter | None = None
 
     def add(self, name: str, key: str, count: int) -> None:
         self.per_file.setdefault(name, Counter())[key] += int(count)
+
+    def merge(self, other: _Tally) -> None:
+        for name, counts in other.per_file.items():
+            self.per_file.setdefault(name, Counter()).update(counts)
+        self.unknown_devices.update(other.unknown_devices)
+        self.users += other.users
+        self.gx_parts += other.gx_parts
 
 
 def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) -> ValidationResult:
@@ -288,11 +287,20 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
 
     total_rows = sum(c.num_rows or 0 for c in accepted)
     gx_every = max(1, -(-total_rows // config.gx_sample_rows)) if config.great_expectations else 0
-    tally = _Tally(writer=_BackgroundWriter())
+    gx_started = _start_gx(users, config, staged.data_docs) if config.great_expectations else None
+    tally = _Tally()
     units = plan_units(accepted)
-    with tally.writer:
-        for unit_no, unit in enumerate(track(units, total=len(units), description="validating")):
-            _process_unit(unit_no, unit, staged, known_users, limits, config, gx_every, tally)
+    workers = config.workers or os.cpu_count() or 1
+    # Units share no user, so they are checked on `workers` threads at once (Arrow and numpy
+    # release the GIL in the heavy parts); each bucket holds at most max_rows_in_memory/workers.
+    bucket_rows = max(1, config.max_rows_in_memory // workers)
+
+    def check(numbered: tuple[int, list[FileCheck]]) -> _Tally:
+        return _check_unit(*numbered, staged, known_users, limits, bucket_rows, gx_every)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validate") as pool:
+        for outcome in track(pool.map(check, enumerate(units)), total=len(units), description="validating"):
+            tally.merge(outcome)
 
     rows_in = sum(c["rows_in"] for c in tally.per_file.values())
     rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
@@ -309,9 +317,7 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         warnings.append("devices not in the catalog (stratum 'unknown'): "
                         + ", ".join(f"{k} ({n:,} rows)" for k, n in tally.unknown_devices.most_common()))
 
-    gx = None
-    if config.great_expectations and rows_in:
-        gx = _run_gx(tally, users, config, now, staged.data_docs)
+    gx = _finish_gx(gx_started, tally, users, config, now) if gx_started and rows_in else None
     report = _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined,
                      rows_rejected, share, conditions, warnings, gx)
     write_json_atomic(report, staged.validation_report)
@@ -346,123 +352,151 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
 RULES_BY_NAME = {name: (expected, fix) for name, expected, fix in RULES.values()}
 
 
-def _process_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_users: pa.Array,
-                  limits: RowLimits, config: ValidateConfig, gx_every: int, tally: _Tally) -> None:
-    """Check one unit of files (sharing users), in user buckets bounded by max_rows_in_memory."""
+def _check_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_users: pa.Array,
+                limits: RowLimits, bucket_rows: int, gx_every: int) -> _Tally:
+    """Check one unit of files (sharing users) in user buckets of at most `bucket_rows` rows;
+    write its clean and quarantined rows; return its counts."""
+    tally = _Tally()
     rows = sum(c.num_rows or 0 for c in unit)
-    num_buckets = max(1, -(-rows // config.max_rows_in_memory))
+    num_buckets = max(1, -(-rows // bucket_rows))
     for bucket in range(num_buckets):
         parts, sources, positions = [], [], []
         for source_no, c in enumerate(unit):
             table = read_canonical(c.path)
-            position = np.arange(table.num_rows, dtype=np.int64)
+            position = None
             if num_buckets > 1:
                 keep = _bucket_of(table["user_id"], num_buckets) == bucket
-                table, position = table.filter(pa.array(keep)), position[keep]
+                table, position = table.filter(pa.array(keep)), np.flatnonzero(keep)
             parts.append(table)
             sources.append(np.full(table.num_rows, source_no, dtype=np.int32))
-            positions.append(position)
-        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        source = np.concatenate(sources)
-        position = np.concatenate(positions)
+            positions.append(np.arange(table.num_rows, dtype=np.int64) if position is None else position)
+        table = pa.concat_tables(parts).unify_dictionaries() if len(parts) > 1 else parts[0]
         checked = check_rows(table, known_users, limits)
-        if checked.reordered:  # a 10 M-row fancy index costs: only when the sort moved rows
-            source, position = source[checked.source_row], position[checked.source_row]
-        sorted_table, rule = checked.table, checked.rule
-        if sorted_table.num_rows and gx_every:
-            tally.gx_parts.append(sorted_table.take(pa.array(np.arange(0, sorted_table.num_rows, gx_every))))
-
-        clean_mask = rule == 0
-        all_clean = bool(clean_mask.all())
-        clean = sorted_table if all_clean else sorted_table.filter(pa.array(clean_mask))
         name = f"part-{unit_no:05d}-{bucket:03d}.parquet"
-        single_canonical = (len(unit) == 1 and num_buckets == 1 and unit[0].canonical
-                            and all_clean and not checked.reordered)
-        if clean.num_rows and single_canonical:
-            # Nothing to change: copy the bytes instead of re-encoding them.
-            target = staged.clean / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(unit[0].path, target)
-        elif clean.num_rows:
-            tally.writer.write(clean.cast(SENSOR_LOGS), staged.clean / name)
-        if clean.num_rows:
-            users = checked.user if all_clean else checked.user[clean_mask]  # sorted run numbers
-            tally.users += 1 + int(np.count_nonzero(np.diff(users)))
-            for device, count in _device_counts(clean["device"]).items():
-                if device not in DEVICE_CATALOG:
-                    tally.unknown_devices[device] += count
+        _write_outcome(unit, checked, name, staged, tally, num_buckets == 1)
+        if checked.table.num_rows and gx_every:
+            tally.gx_parts.append(checked.table.take(pa.array(np.arange(0, checked.table.num_rows, gx_every))))
+        _count_rules(unit, checked, sources, positions, staged, name, tally)
+    return tally
 
-        if not clean_mask.all():
-            bad = ~clean_mask
-            quarantined = sorted_table.filter(pa.array(bad))
-            names = np.array([c.name for c in unit], dtype=object)
-            quarantined = quarantined.append_column(
-                "rule", pa.array(np.array([RULE_NAMES[r] for r in range(1, 8)], dtype=object)[rule[bad] - 1], pa.string())
-            ).append_column("source_file", pa.array(names[source[bad]], pa.string())
-            ).append_column("source_row", pa.array(position[bad], pa.int64()))
-            tally.writer.write(quarantined.cast(QUARANTINE), staged.quarantine / name)
 
-        for source_no, c in enumerate(unit):
-            mine = rule if len(unit) == 1 else rule[source == source_no]
-            counts = np.bincount(mine, minlength=8)
-            tally.add(c.name, "rows_in", int(mine.size))
-            tally.add(c.name, "rows_clean", int(counts[0]))
-            tally.add(c.name, "rows_quarantined", int(counts[1:].sum()))
-            for code in range(1, 8):
-                if counts[code]:
-                    tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(counts[code]))
+def _write_outcome(unit: list[FileCheck], checked: CheckedRows, name: str, staged: RunPaths,
+                   tally: _Tally, whole_unit: bool) -> None:
+    """Write the clean rows of one bucket; count its users and its devices outside the catalog."""
+    clean_mask = checked.rule == 0
+    all_clean = bool(clean_mask.all())
+    if not clean_mask.any():
+        return
+    target = staged.clean / name
+    if len(unit) == 1 and whole_unit and unit[0].canonical and all_clean and not checked.reordered:
+        # Nothing to change: copy the bytes instead of re-encoding them.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(unit[0].path, target)
+        clean = checked.table
+    else:
+        clean = checked.table if all_clean else checked.table.filter(pa.array(clean_mask))
+        write_sensor_logs(clean, target)
+    # users with a clean row: one run each (rows are sorted by user)
+    clean_per_run = np.add.reduceat(clean_mask, checked.user_starts) if not all_clean else None
+    tally.users += checked.user_starts.size if all_clean else int(np.count_nonzero(clean_per_run))
+    for device, count in _device_counts(clean["device"]).items():
+        if device not in DEVICE_CATALOG:
+            tally.unknown_devices[device] += count
+
+
+def _count_rules(unit: list[FileCheck], checked: CheckedRows, sources: list[np.ndarray],
+                 positions: list[np.ndarray], staged: RunPaths, name: str, tally: _Tally) -> None:
+    """Count every row under its first broken rule, per file; write the quarantined rows with
+    the rule and where they came from."""
+    rule = checked.rule
+    bad = rule != 0
+    source = sources[0] if len(sources) == 1 else np.concatenate(sources)
+    if bad.any():
+        position = positions[0] if len(positions) == 1 else np.concatenate(positions)
+        bad_rows = np.flatnonzero(bad)
+        from_row = bad_rows if checked.source_row is None else checked.source_row[bad_rows]
+        names = np.array([c.name for c in unit], dtype=object)
+        rule_names = np.array([RULE_NAMES[r] for r in range(1, 8)], dtype=object)
+        quarantined = checked.table.take(pa.array(bad_rows))
+        quarantined = quarantined.append_column("rule", pa.array(rule_names[rule[bad_rows] - 1], pa.string())
+        ).append_column("source_file", pa.array(names[source[from_row]], pa.string())
+        ).append_column("source_row", pa.array(position[from_row], pa.int64()))
+        write_parquet_atomic(quarantined.cast(QUARANTINE), staged.quarantine / name)
+
+    for source_no, c in enumerate(unit):
+        if len(unit) == 1:
+            mine = rule
+        else:  # source is in the order as read; rule in sorted order
+            in_order = source if checked.source_row is None else source[checked.source_row]
+            mine = rule[in_order == source_no]
+        counts = np.bincount(mine, minlength=8)
+        tally.add(c.name, "rows_in", int(mine.size))
+        tally.add(c.name, "rows_clean", int(counts[0]))
+        tally.add(c.name, "rows_quarantined", int(counts[1:].sum()))
+        for code in range(1, 8):
+            if counts[code]:
+                tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(counts[code]))
 
 
 def _device_counts(device: pa.ChunkedArray) -> Counter:
     """Rows per device value. Devices come in long runs (a user wears one for weeks), so
-    counting runs costs one comparison per row instead of hashing every string."""
-    n = len(device)
-    if n == 0:
-        return Counter()
-    change = pc.not_equal(device.slice(1), device.slice(0, n - 1)).fill_null(True)
-    starts = np.flatnonzero(np.r_[True, change.to_numpy(zero_copy_only=False)])
-    lengths = np.diff(np.r_[starts, n])
+    counting runs of dictionary codes costs one integer comparison per row."""
     counts: Counter = Counter()
-    for value, length in zip(device.take(pa.array(starts)).to_pylist(), lengths.tolist(), strict=True):
-        counts[value] += length
+    for chunk in device.chunks:
+        if not len(chunk):
+            continue
+        codes = chunk.indices.to_numpy(zero_copy_only=False)
+        starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
+        lengths = np.diff(np.r_[starts, codes.size])
+        values = chunk.dictionary.take(chunk.indices.take(pa.array(starts))).to_pylist()
+        for value, length in zip(values, lengths.tolist(), strict=True):
+            counts[value] += length
     return counts
 
 
 def _bucket_of(user_id: pa.ChunkedArray, num_buckets: int) -> np.ndarray:
-    """A stable bucket per user (hash of the id), so a user's rows land in one bucket."""
-    ids = user_id.fill_null("").to_numpy(zero_copy_only=False)
-    unique, inverse = np.unique(ids, return_inverse=True)
-    hashed = pd.util.hash_array(unique.astype(object)) % num_buckets
-    return hashed[inverse].astype(np.int64)
+    """A stable bucket per user (hash of the id), so a user's rows land in one bucket
+    (null user_id: bucket 0)."""
+    codes = dictionary_codes(user_id)
+    values = user_id.chunks[0].dictionary.to_numpy(zero_copy_only=False) if user_id.num_chunks else []
+    hashed = pd.util.hash_array(np.asarray(values, dtype=object)) % num_buckets
+    return np.r_[hashed, 0][codes].astype(np.int64)
 
 
-def _run_gx(tally: _Tally, users: pd.DataFrame, config: ValidateConfig, now: datetime, docs: Path) -> dict:
-    from tasks._gx import run_suites
+def _start_gx(users: pd.DataFrame, config: ValidateConfig, docs: Path) -> Future[GxSession]:
+    """Import GX and validate the users table on a background thread while the gate runs."""
+    from tasks._gx import start_session
 
-    sample = pa.concat_tables(tally.gx_parts)
+    users_frame = users.astype({"user_id": "str", "sex": "str", "timezone": "str"})
+    users_frame["age"] = pd.to_numeric(users_frame["age"]).astype("float64")
+    zones = {"timezones": sorted(zoneinfo.available_timezones())}
+    return start_session(docs, {"users": (users_frame, zones)})
+
+
+def _finish_gx(started: Future[GxSession], tally: _Tally, users: pd.DataFrame, config: ValidateConfig,
+               now: datetime) -> dict:
+    """Validate the gate's systematic sample of the rows as read; build the Data Docs."""
+    sample = pa.concat_tables(tally.gx_parts).cast(pa.schema([f.with_nullable(True) for f in SENSOR_LOGS]))
     epoch_s = pc.divide(sample["timestamp"].cast(pa.int64()).cast(pa.float64()), 1e6)
     sample = sample.append_column("timestamp_epoch_s", epoch_s).to_pandas(
         types_mapper={pa.string(): pd.StringDtype()}.get)
     sample["steps"] = sample["steps"].astype("float64")  # 64-bit, nulls as NaN: GX's fast path
-    mostly = 1.0 - config.max_quarantine_share
     parameters = {
-        "sensor_logs": {
-            "heart_rate_min": config.heart_rate_min, "heart_rate_max": config.heart_rate_max,
-            "steps_max_per_hour": config.max_steps_per_minute * 60, "mostly": mostly,
-            "earliest_epoch_s": config.earliest.timestamp(),
-            "latest_epoch_s": (now + timedelta(minutes=config.future_tolerance_minutes)).timestamp(),
-            "known_users": users["user_id"].astype(str).tolist(),
-            "catalog_devices": sorted(DEVICE_CATALOG),
-        },
-        "users": {"timezones": sorted(zoneinfo.available_timezones())},
+        "heart_rate_min": config.heart_rate_min, "heart_rate_max": config.heart_rate_max,
+        "steps_max_per_hour": config.max_steps_per_minute * 60,
+        "mostly": 1.0 - config.max_quarantine_share,
+        "earliest_epoch_s": config.earliest.timestamp(),
+        "latest_epoch_s": (now + timedelta(minutes=config.future_tolerance_minutes)).timestamp(),
+        "known_users": users["user_id"].astype(str).tolist(),
+        "catalog_devices": sorted(DEVICE_CATALOG),
     }
-    users_frame = users.astype({"user_id": "str", "sex": "str", "timezone": "str"})
-    users_frame["age"] = pd.to_numeric(users_frame["age"]).astype("float64")
-    outcomes = run_suites({"sensor_logs": sample, "users": users_frame}, parameters, docs)
+    session = started.result()
+    session.validate("sensor_logs", sample, parameters)
+    session.build_docs()
     return {
         "sample_rows": len(sample),
         "data_docs": str(Path("data_docs") / "index.html"),
-        "suites": [o.__dict__ for o in outcomes],
+        "suites": [o.__dict__ for o in sorted(session.outcomes, key=lambda o: o.suite != "sensor_logs")],
     }
 
 

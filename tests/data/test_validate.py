@@ -94,6 +94,20 @@ def test_duplicates_keep_the_first_occurrence(make_cohort, tmp_path):
     assert result.rows_clean == 200
 
 
+@pytest.mark.parametrize("string_type", [pa.string(), pa.large_string(), pa.dictionary(pa.int8(), pa.string())])
+def test_clean_files_are_exactly_sensor_logs_whatever_the_string_encoding(make_cohort, tmp_path, string_type):
+    table = pa.concat_tables([sensor_table("u2", 100, seed=1), sensor_table("u1", 100)])  # unsorted
+    table = _with(table, 5, heart_rate=400.0)
+    strings = pa.schema([f.with_type(string_type) if f.type == pa.string() else f for f in SENSOR_LOGS])
+    result, run = _run(make_cohort({"a.parquet": table.cast(strings)}, users=["u1", "u2"]), tmp_path)
+    assert (result.rows_clean, result.rows_quarantined, result.users) == (199, 1, 2)
+    (clean_file,) = run.clean.glob("*.parquet")
+    assert pq.read_schema(clean_file).equals(SENSOR_LOGS)
+    clean = pq.read_table(clean_file)
+    assert clean["user_id"].to_pylist() == ["u1"] * 100 + ["u2"] * 99
+    assert _quarantine(run)["source_row"].to_pylist() == [5]
+
+
 def test_malformed_cohort_reconciles_and_names_everything(make_cohort, tmp_path):
     good = sensor_table("u1", 400)
     ns_good = sensor_table("u2", 400, seed=2).cast(pa.schema(
@@ -169,20 +183,24 @@ def test_users_sharing_files_end_in_one_clean_file_sorted(make_cohort, tmp_path)
     assert keys == sorted(keys) and len(set(keys)) == len(keys) == 1200
 
 
-def test_bucketed_units_give_the_same_answer(make_cohort, tmp_path):
+@pytest.mark.parametrize(("workers", "num_parts"), [(1, 2), (2, 4)])
+def test_bucketed_units_give_the_same_answer(make_cohort, tmp_path, workers, num_parts):
     files = {f"f{i}.parquet": pa.concat_tables([sensor_table(f"u{j}", 1000, seed=j,
                                                               start=datetime(2024, 3, 4 + i, tzinfo=UTC))
                                                  for j in range(6)]) for i in range(3)}
     files["f0.parquet"] = _with(files["f0.parquet"], 7, heart_rate=300.0)
     cohort = make_cohort(files, users=[f"u{j}" for j in range(6)])
     whole = validate_cohort(CohortPaths(cohort), RunPaths(tmp_path / "whole"), FAST)
-    small = ValidateConfig(great_expectations=False, now=NOW, max_rows_in_memory=10_000)
-    bucketed = validate_cohort(CohortPaths(cohort), RunPaths(tmp_path / "bucketed"), small)
+    small = ValidateConfig(great_expectations=False, now=NOW, max_rows_in_memory=10_000, workers=workers)
+    bucketed, run = _run(cohort, tmp_path, small)
     assert (whole.rows_clean, whole.rows_quarantined) == (bucketed.rows_clean, bucketed.rows_quarantined) == (17999, 1)
-    parts = [pq.read_table(f) for f in sorted((tmp_path / "bucketed/validation/clean").glob("*.parquet"))]
-    assert len(parts) == 2  # 18,000 rows, at most 10,000 at once
+    assert whole.users == bucketed.users == 6
+    quarantined = _quarantine(run)
+    assert (quarantined["source_file"].to_pylist(), quarantined["source_row"].to_pylist()) == (["f0.parquet"], [7])
+    parts = [pq.read_table(f) for f in sorted(run.clean.glob("*.parquet"))]
+    assert len(parts) == num_parts  # 18,000 rows in buckets of about 10,000 / workers rows
     users_per_part = [set(p["user_id"].to_pylist()) for p in parts]
-    assert not users_per_part[0] & users_per_part[1]
+    assert sum(len(u) for u in users_per_part) == len(set().union(*users_per_part)) == 6
 
 
 def test_great_expectations_writes_data_docs_and_summarises(make_cohort, tmp_path):
