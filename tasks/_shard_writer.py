@@ -29,14 +29,6 @@ class Moments:
     total: float = 0.0
     squares: float = 0.0
 
-    @staticmethod
-    def of_bins(values: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """Per week [k, 3] (count, sum, sum of squares) of [k, T] values that are finite in
-        `count` bins per week and NaN elsewhere."""
-        clean = np.nan_to_num(values, nan=0.0)
-        return np.stack([count, clean.sum(axis=1), np.einsum("ij,ij->i", clean, clean)],
-                        axis=1).astype(np.float64)
-
     def __add__(self, other: np.ndarray) -> Moments:
         count, total, squares = np.asarray(other, dtype=np.float64).reshape(-1, 3).sum(axis=0)
         return Moments(self.count + count, self.total + total, self.squares + squares)

@@ -77,11 +77,14 @@ class UserChunk:
         return span + 1 + _LANE_MARGIN_US
 
     @cached_property
+    def row_user(self) -> np.ndarray:
+        """int64 [n]: the user index of every row."""
+        return run_index(self.user_offsets[:-1], self.num_rows)
+
+    @cached_property
     def key(self) -> np.ndarray:
         """int64 [n], strictly increasing over the whole chunk (checked on load)."""
-        lanes = np.repeat(np.arange(self.num_users, dtype=np.int64) * self.lane_us,
-                          np.diff(self.user_offsets))
-        return (self.timestamp - self.origin_us) + lanes
+        return (self.timestamp - self.origin_us) + self.row_user * self.lane_us
 
     def keys_of(self, user: np.ndarray, instant_us: np.ndarray) -> np.ndarray:
         """Keys of (user index, UTC microseconds) pairs, for searchsorted against `key`.
@@ -128,7 +131,9 @@ def map_chunks(fn: Callable[[UserChunk], Out], files: Iterable[Path], chunk_rows
     Raises a DataContractError when a user's rows are in two files."""
 
     def whole_file(path: Path) -> list[tuple[tuple[str, ...], Out]]:
-        return [(c.user_ids, fn(c)) for c in iter_user_chunks([path], chunk_rows)]
+        # One chunk per small file: a chunk has a fixed cost (calendars, windows) of a few ms,
+        # and a file a little over chunk_rows would otherwise leave a tiny second chunk.
+        return [(c.user_ids, fn(c)) for c in iter_user_chunks([path], 2 * chunk_rows)]
 
     def one_chunk(chunk: UserChunk) -> list[tuple[tuple[str, ...], Out]]:
         return [(chunk.user_ids, fn(chunk))]
@@ -189,6 +194,18 @@ def map_ordered(fn: Callable[[In], Out], items: Iterable[In], workers: int) -> I
             while reader.is_alive():  # unblock a reader waiting on a full queue
                 with contextlib.suppress(queue.Empty):
                     ahead.get(timeout=0.05)
+
+
+def run_index(starts: np.ndarray, num_rows: int) -> np.ndarray:
+    """int64 [num_rows]: the number of the run each row is in, for runs of rows that start at
+    `starts` (non-decreasing, the first at 0; a run may be empty) and cover every row.
+
+    `values[run_index(starts, n)]` is `np.repeat(values, lengths)`: np.repeat holds the GIL for
+    its whole loop, a scatter, a cumulative sum and a gather release it, so chunks binned on
+    several threads do not wait for each other."""
+    marker = np.zeros(num_rows + 1, dtype=np.int64)
+    np.add.at(marker, np.asarray(starts[1:], dtype=np.int64), 1)  # one per run, not per row
+    return np.cumsum(marker[:num_rows])
 
 
 def _last_user_start(table: pa.Table) -> int:

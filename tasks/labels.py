@@ -51,7 +51,8 @@ from schemas.config import StageConfig
 from schemas.devices import device_generation
 from schemas.errors import DataContractError, Problem
 from schemas.tables import USER_WEEK_TARGETS, USER_WEEKS
-from tasks._calendar import US_PER_SECOND, WeekGrid, bin_of, local_weeks, window_intervals
+from tasks import _kernels as kernels
+from tasks._calendar import US_PER_SECOND, WeekGrid, local_weeks, window_intervals
 from tasks._user_chunks import UserChunk, map_chunks
 from tasks.io import atomic_path, list_parquet_files
 
@@ -212,14 +213,8 @@ def user_weeks_of_chunk(
 
 def rest_mask(chunk: UserChunk, rest_minutes: float) -> np.ndarray:
     """bool [n]: no sample of the same user with steps > 0 in (t - rest_minutes, t]."""
-    window = round(rest_minutes * _US_PER_MINUTE)
-    key = chunk.key
-    # Key of the last sample with steps, 0 before any: keys start two days above 0, and two
-    # days above the previous user's (`UserChunk.key`), so no user sees another's steps.
-    last_active = key * (chunk.steps > 0)
-    np.maximum.accumulate(last_active, out=last_active)
-    np.subtract(key, last_active, out=last_active)
-    return last_active >= window
+    return kernels.rest_mask(chunk.timestamp, chunk.steps, chunk.user_offsets,
+                             round(rest_minutes * _US_PER_MINUTE))
 
 
 def recovery_minutes(
@@ -227,59 +222,17 @@ def recovery_minutes(
     config: LabelsConfig,
 ) -> np.ndarray:
     """`hr_recovery_minutes` per week (see the module docstring), NaN where null."""
-    bout = np.flatnonzero(chunk.steps >= config.bout_min_steps)
-    # A run of bout rows may continue into the next user's first rows; its end then misses
-    # the previous user's last row, which could not count anyway (no later sample of its own).
-    ends = bout[np.diff(bout, append=chunk.num_rows + 1) != 1]
-    week = np.searchsorted(lo, ends, side="right") - 1
-    threshold = resting + config.recovery_margin_bpm  # NaN where resting is null
-    ends, week = ends[~np.isnan(threshold[week])], week[~np.isnan(threshold[week])]
-    if len(ends) == 0:
-        return np.full(len(grid), np.nan)
-    row_threshold = np.repeat(threshold, hi - lo)
-    recovered = np.flatnonzero(chunk.heart_rate_valid & (chunk.heart_rate <= row_threshold))
-    at = np.searchsorted(recovered, ends, side="right")
-    found = at < len(recovered)
-    first = recovered[np.minimum(at, len(recovered) - 1)]
-    next_bout_at = np.searchsorted(bout, ends, side="right")
-    next_bout = np.where(next_bout_at < len(bout), bout[np.minimum(next_bout_at, len(bout) - 1)],
-                         chunk.num_rows)
-    minutes = (chunk.timestamp[first] - chunk.timestamp[ends]) / _US_PER_MINUTE
-    counted = (found & (first < next_bout) & (first < hi[week])
-               & (minutes <= config.max_recovery_minutes))
-    n = np.bincount(week[counted], minlength=len(grid))
-    total = np.bincount(week[counted], weights=minutes[counted], minlength=len(grid))
-    return _mean(total, n, config.min_bouts)
+    return kernels.recovery_minutes(
+        chunk.timestamp, chunk.heart_rate, chunk.heart_rate_valid, chunk.steps, lo, hi,
+        resting + config.recovery_margin_bpm, config.bout_min_steps, config.max_recovery_minutes,
+        config.min_bouts)
 
 
 def coverage(chunk: UserChunk, grid: WeekGrid, lo: np.ndarray, hi: np.ndarray,
              num_bins: int) -> np.ndarray:
-    """Share of each week's `num_bins` bins holding at least one heart-rate sample.
-
-    Counted as num_bins minus the empty bins: those before a week's first heart-rate sample,
-    after its last, and between consecutive samples. Two samples less than one bin apart leave
-    no whole bin between them, so bins are computed only for the two ends of each week and of
-    each longer gap: a few per cent of the rows at minute cadence, all of them at most."""
-    rows = np.flatnonzero(chunk.heart_rate_valid)
-    first = np.searchsorted(rows, lo)  # index into rows of each week's first HR sample
-    last = np.searchsorted(rows, hi) - 1
-    has = last >= first
-    empty = np.zeros(len(grid), dtype=np.int64)
-    weeks = np.flatnonzero(has)
-
-    def bins(at: np.ndarray, week: np.ndarray) -> np.ndarray:
-        return bin_of(chunk.timestamp[rows[at]], grid.start_us[week], grid.end_us[week],
-                      num_bins)
-
-    empty[weeks] = bins(first[weeks], weeks) + (num_bins - 1 - bins(last[weeks], weeks))
-    shortest_bin = int((grid.end_us - grid.start_us).min()) // num_bins if len(grid) else 0
-    gaps = np.flatnonzero(np.diff(chunk.timestamp[rows]) >= shortest_bin)
-    week = np.searchsorted(lo, rows[gaps], side="right") - 1
-    inside = gaps + 1 <= last[week]  # both samples in the same week
-    gaps, week = gaps[inside], week[inside]
-    empty += np.bincount(week, weights=bins(gaps + 1, week) - bins(gaps, week) - 1,
-                         minlength=len(grid)).astype(np.int64)
-    return np.where(has, (num_bins - empty) / num_bins, 0.0)
+    """Share of each week's `num_bins` bins holding at least one heart-rate sample."""
+    return kernels.coverage(chunk.timestamp, chunk.heart_rate_valid, lo, hi, grid.start_us,
+                            grid.end_us, num_bins)
 
 
 def dominant_device(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -311,9 +264,10 @@ class _Segments:
 
     def totals(self, values: np.ndarray) -> np.ndarray:
         """Sum of `values` before each point, and of all values last: [P + 1]."""
-        dtype = np.int64 if values.dtype == bool else np.float64
-        pieces = np.add.reduceat(values, self.points, dtype=dtype)
-        return np.concatenate([np.zeros(1, dtype=dtype), np.cumsum(pieces)])
+        if values.dtype == bool:  # cast first: reduceat casting as it goes holds the GIL
+            values = values.astype(np.int64)
+        pieces = np.add.reduceat(values, self.points)
+        return np.concatenate([np.zeros(1, dtype=pieces.dtype), np.cumsum(pieces)])
 
     def between(self, totals: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Sums over the row ranges [start, end), whose bounds are among the points (or n)."""

@@ -19,8 +19,8 @@ vector, every synthetic target and every condition label), `stats.json` and `exc
 - Labels: when labels.parquet exists, its condition columns join the index by user; null stays
   null (unknown, masked by training), users without a labels row get nulls.
 
-The clean logs are streamed in chunks of whole users; per chunk and channel, binning is one
-`np.bincount` over (week, bin) ids. Memory: a few chunks in flight plus one open shard per split;
+The clean logs are streamed in chunks of whole users; binning is one compiled pass over a
+chunk's rows (`tasks._kernels`). Memory: a few chunks in flight plus one open shard per split;
 shards are standardised in place once the train statistics are known (`tasks._shard_writer`).
 The store is built in a hidden sibling directory and renamed over `out_dir` when complete.
 """
@@ -55,6 +55,7 @@ from schemas.sequence_store import (
     StorePaths,
     StoreStats,
 )
+from tasks import _kernels as kernels
 from tasks._calendar import US_PER_DAY, US_PER_SECOND, to_local_us
 from tasks._sequence_index import PLACES, build_index
 from tasks._shard_writer import Moments, ShardWriter
@@ -169,7 +170,7 @@ def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
                     f"({list(user_ids[stray][:10])}).",
                     fix="re-run the labels stage on these clean logs")])
     # The weeks now partition the chunk's rows, in order: week w's rows are [lo[w], hi[w]).
-    groups, size = [], min(config.shard_size, _max_group(config.num_steps))
+    groups, size = [], config.shard_size
     for first in range(0, len(weeks), size):
         group = slice(first, first + size)
         raw, moments = _bin_rows(chunk, lo[group], hi[group], start_us[group],
@@ -187,39 +188,13 @@ def bin_chunk(chunk: UserChunk, spans: WeekSpans, zone_of: dict[str, str],
 
 def _bin_rows(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, start_us: np.ndarray,
               end_us: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """[k, T, 3] raw channels of k consecutive weeks, whose rows are [lo, hi), by one bincount per
-    channel over (week, bin) ids, and the [k, 2, 3] moments of channels 0 and 1."""
-    k, lengths = len(lo), hi - lo
-    rows = slice(lo[0], hi[-1])  # consecutive weeks: consecutive rows
-    # (week, bin) id = w T + bin_of(t, start, end, T), as one floor division: moving week w's
-    # start back by w week lengths adds exactly w T (no int64 overflow for k <= _max_group(T)).
-    duration = end_us - start_us
-    shifted_start = start_us - np.arange(k, dtype=np.int64) * duration
-    gid = ((chunk.timestamp[rows] - np.repeat(shifted_start, lengths)) * num_steps
-           // np.repeat(duration, lengths))
-    size = k * num_steps
-    valid, steps_valid = chunk.heart_rate_valid[rows], chunk.steps_valid[rows]
-    samples = np.bincount(gid, minlength=size)
-    # Counts of valid values as all samples minus the (usually few) null ones.
-    hr_n = samples - np.bincount(gid[~valid], minlength=size)
-    has_steps = (samples - np.bincount(gid[~steps_valid], minlength=size)) > 0
-    hr_sum = np.bincount(gid, weights=chunk.heart_rate[rows], minlength=size)
-    steps_sum = np.bincount(gid, weights=chunk.steps[rows], minlength=size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        heart_rate = (hr_sum / hr_n).reshape(k, num_steps)  # NaN where no HR (0 / 0)
-    log_steps = np.where(has_steps, np.log1p(np.maximum(steps_sum, 0)), np.nan).reshape(
-        k, num_steps)
-    raw = np.empty((k, num_steps, len(CHANNELS)), dtype=np.float32)
-    raw[:, :, 0], raw[:, :, 1] = heart_rate, log_steps
-    raw[:, :, 2] = (hr_n == 0).reshape(k, num_steps)
-    moments = [Moments.of_bins(heart_rate, (hr_n > 0).reshape(k, num_steps).sum(axis=1)),
-               Moments.of_bins(log_steps, has_steps.reshape(k, num_steps).sum(axis=1))]
-    return raw, np.stack(moments, axis=1)
-
-
-def _max_group(num_steps: int) -> int:
-    """Most weeks binned at once so that (k weeks of <= 8 days in us) x T fits in an int64."""
-    return max(1, 2**62 // (8 * US_PER_DAY * num_steps))
+    """[k, T, 3] raw channels of the k user-weeks whose rows are [lo, hi), and the [k, 2, 3]
+    moments of channels 0 and 1 (`tasks._kernels.bin_user_weeks`: one pass over the rows)."""
+    raw = np.empty((len(lo), num_steps, len(CHANNELS)), dtype=np.float32)
+    moments = np.empty((len(lo), 2, 3), dtype=np.float64)
+    kernels.bin_user_weeks(chunk.timestamp, chunk.heart_rate, chunk.heart_rate_valid, chunk.steps,
+                           chunk.steps_valid, lo, hi, start_us, end_us, raw, moments)
+    return raw, moments
 
 
 def time_of_day_channels(start_us: np.ndarray, end_us: np.ndarray, zones: np.ndarray,

@@ -266,3 +266,51 @@ def test_a_user_week_table_of_other_logs_is_refused(tmp_path):
     with pytest.raises(DataContractError, match=r"\['b'\]"):
         build_sequences(clean, users, weeks.path, None, tmp_path / "sequences",
                         SequencesConfig(num_steps=168))
+
+
+def test_bins_equal_a_floor_division_reference_on_irregular_weeks():
+    """Each bin against the definition, floor((t - start) T / duration), with a pandas groupby;
+    week lengths that T does not divide (DST weeks), irregular sampling, nulls."""
+    from tasks._user_chunks import UserChunk
+    from tasks.sequences import _bin_rows
+
+    rng = np.random.default_rng(3)
+    num_steps = 64
+    week = 7 * 86_400 * 1_000_000
+    starts = np.array([0, week, week * 2 - 3_600_000_000], dtype=np.int64) + 1_700_000_000_000_000
+    durations = np.array([week, week - 3_600_000_000, week + 3_600_000_000 + 7], dtype=np.int64)
+    user = np.array([0, 0, 1])
+    ts, offsets = [], [0]
+    for u in (0, 1):
+        weeks = np.flatnonzero(user == u)
+        lo, hi = starts[weeks[0]], starts[weeks[-1]] + durations[weeks[-1]]
+        # ~2 per bin, so some bins are empty, plus the instants on either side of every bound
+        on_bounds = [starts[w] + (np.arange(num_steps) * durations[w]) // num_steps + d
+                     for w in weeks for d in (0, 1)]
+        t = np.unique(np.concatenate([rng.integers(lo, hi, 300), *on_bounds]))
+        ts.append(t)
+        offsets.append(offsets[-1] + len(t))
+    t = np.concatenate(ts)
+    n = len(t)
+    hr_valid, steps_valid = rng.random(n) > 0.2, rng.random(n) > 0.5
+    hr = np.where(hr_valid, rng.normal(70, 9, n).round(1), 0.0)
+    steps = np.where(steps_valid, rng.integers(0, 100, n), 0).astype(np.float64)
+    chunk = UserChunk(user_ids=("a", "b"), user_offsets=np.array(offsets), timestamp=t,
+                      heart_rate=hr, heart_rate_valid=hr_valid, steps=steps, steps_valid=steps_valid,
+                      device=np.zeros(n, dtype=np.int32), device_names=("d",), source_file="x")
+    lo = np.searchsorted(chunk.key, chunk.keys_of(user, starts))
+    hi = np.searchsorted(chunk.key, chunk.keys_of(user, starts + durations))
+    raw, _ = _bin_rows(chunk, lo, hi, starts, starts + durations, num_steps)
+
+    row_user = np.repeat([0, 1], np.diff(offsets))
+    for w in range(3):
+        rows = (row_user == user[w]) & (t >= starts[w]) & (t < starts[w] + durations[w])
+        frame = pd.DataFrame({"bin": (t[rows] - starts[w]) * num_steps // durations[w],
+                              "hr": np.where(hr_valid[rows], hr[rows], np.nan),
+                              "steps": np.where(steps_valid[rows], steps[rows], np.nan)})
+        by_bin = frame.groupby("bin").agg(hr=("hr", "mean"), steps=("steps", "sum"),
+                                          n_steps=("steps", "count")).reindex(range(num_steps))
+        expected_steps = np.where(by_bin["n_steps"] > 0, np.log1p(by_bin["steps"]), np.nan)
+        np.testing.assert_allclose(raw[w, :, 0], by_bin["hr"], rtol=1e-6)
+        np.testing.assert_allclose(raw[w, :, 1], expected_steps, rtol=1e-6)
+        np.testing.assert_array_equal(raw[w, :, 2], by_bin["hr"].isna())
