@@ -142,7 +142,10 @@ def write_sensor_logs(table: pa.Table, path: Path) -> None:
     """Write rows in CANONICAL as a SENSOR_LOGS file: nullability as the contract says, the
     dictionaries stored as Parquet dictionary pages. The Arrow schema is not stored, so every
     reader gets plain strings back, exactly SENSOR_LOGS."""
-    write_parquet_atomic(table.cast(SENSOR_LOGS_DICT), path, store_schema=False)
+    # Statistics for every column but `device`: min/max over a dictionary column of a few long
+    # runs cost a sixth of the write, and nothing prunes on device.
+    write_parquet_atomic(table.cast(SENSOR_LOGS_DICT), path, store_schema=False,
+                         write_statistics=["user_id", "timestamp", "heart_rate", "steps"])
 
 
 def read_user_ids(path: Path) -> pa.Array:

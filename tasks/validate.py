@@ -73,7 +73,7 @@ class ValidateConfig(StageConfig):
     max_quarantine_share: float = Field(
         0.05, ge=0, le=1, description="fail when more than this share of rows is quarantined")
     great_expectations: bool = Field(True, description="run the GX suites and write Data Docs")
-    gx_sample_rows: int = Field(200_000, ge=1000, description="rows in the GX sample")
+    gx_sample_rows: int = Field(100_000, ge=1000, description="rows in the GX sample")
     max_rows_in_memory: int = Field(20_000_000, ge=10_000,
                                     description="most rows held at once, over all workers")
     workers: int = Field(0, ge=0, description="units checked at once on threads (0: one per CPU core)")
@@ -481,13 +481,15 @@ def _finish_gx(started: Future[GxSession], tally: _Tally, users: pd.DataFrame, c
     sample = sample.append_column("timestamp_epoch_s", epoch_s).to_pandas(
         types_mapper={pa.string(): pd.StringDtype()}.get)
     sample["steps"] = sample["steps"].astype("float64")  # 64-bit, nulls as NaN: GX's fast path
+    timezones = users[["user_id", "timezone"]].astype(str).drop_duplicates("user_id")
+    sample = sample.merge(timezones.rename(columns={"timezone": "users_timezone"}),
+                          on="user_id", how="left", validate="many_to_one")
     parameters = {
         "heart_rate_min": config.heart_rate_min, "heart_rate_max": config.heart_rate_max,
         "steps_max_per_hour": config.max_steps_per_minute * 60,
         "mostly": 1.0 - config.max_quarantine_share,
         "earliest_epoch_s": config.earliest.timestamp(),
         "latest_epoch_s": (now + timedelta(minutes=config.future_tolerance_minutes)).timestamp(),
-        "known_users": users["user_id"].astype(str).tolist(),
         "catalog_devices": sorted(DEVICE_CATALOG),
     }
     session = started.result()

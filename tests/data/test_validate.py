@@ -227,6 +227,18 @@ def test_great_expectations_reports_a_broken_expectation(make_cohort, tmp_path):
         ("expect_column_values_to_be_between", "heart_rate")]
 
 
+def test_great_expectations_flags_users_missing_from_the_users_table(make_cohort, tmp_path):
+    """The unknown-user expectation joins users.parquet instead of listing every user id."""
+    table = pa.concat_tables([sensor_table("u1", 900), sensor_table("stranger", 100, seed=1)])
+    with pytest.raises(DataContractError):
+        _run(make_cohort({"a.parquet": table}, users=["u1"]), tmp_path, ValidateConfig(now=NOW))
+    report = json.loads((tmp_path / "run/validation/report.json").read_text())
+    suites = {s["suite"]: s for s in report["great_expectations"]["suites"]}
+    failed = suites["sensor_logs"]["failed"]
+    assert [(f["expectation"], f["column"], f["unexpected_count"]) for f in failed] == [
+        ("expect_column_values_to_not_be_null", "users_timezone", 100)]
+
+
 def test_bad_users_table_is_a_contract_error_listing_every_problem(make_cohort, tmp_path):
     cohort = make_cohort({"a.parquet": sensor_table("u1", 10)}, users=["u1"])
     pq.write_table(pa.table({"user_id": ["u1", "u1"], "age": [30.0, 200.0], "sex": ["F", "X"],
