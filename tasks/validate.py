@@ -469,8 +469,10 @@ def _start_gx(users: pd.DataFrame, config: ValidateConfig, docs: Path) -> Future
 
     users_frame = users.astype({"user_id": "str", "sex": "str", "timezone": "str"})
     users_frame["age"] = pd.to_numeric(users_frame["age"]).astype("float64")
-    zones = {"timezones": sorted(zoneinfo.available_timezones())}
-    return start_session(docs, {"users": (users_frame, zones)})
+    iana = sorted(zoneinfo.available_timezones())
+    users_frame = users_frame.merge(pd.DataFrame({"timezone": iana, "timezone_iana": iana}),
+                                    on="timezone", how="left", validate="many_to_one")
+    return start_session(docs, {"users": (users_frame, {})})
 
 
 def _finish_gx(started: Future[GxSession], tally: _Tally, users: pd.DataFrame, config: ValidateConfig,
