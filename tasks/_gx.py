@@ -46,10 +46,11 @@ class GxSession:
     """One ephemeral GX context writing Data Docs into `docs_dir`; used by one thread at a time."""
 
     def __init__(self, docs_dir: Path) -> None:
-        for noisy in ("great_expectations", "great_expectations.data_context.types.base"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)  # before the import: it logs too
+        _quiet_gx_loggers()  # before the import, which logs too
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        _quiet_gx_loggers()  # and after it, which may have set its own levels
 
         self._gx = gx
         self.context = gx.get_context(mode="ephemeral")
@@ -79,6 +80,11 @@ class GxSession:
     def build_docs(self) -> None:
         """Data Docs for every suite validated so far, built once."""
         self.context.build_data_docs(site_names=[SITE])
+
+
+def _quiet_gx_loggers() -> None:
+    for noisy in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def start_session(docs_dir: Path, first: dict[str, tuple[pd.DataFrame, dict[str, Any]]]

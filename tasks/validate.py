@@ -111,7 +111,7 @@ class ValidationResult:
             f"validated {self.files_read} files: {self.rows_in:,} rows in, {self.rows_clean:,} clean, "
             f"{self.rows_quarantined:,} quarantined ({self.quarantined_share:.2%}), {self.users} users",
             f"  clean:      {paths.clean}",
-            f"  quarantine: {paths.quarantine}",
+            f"  quarantine: {paths.quarantine if self.rows_quarantined else '(none)'}",
             f"  report:     {paths.validation_report}",
         ]
         if self.gx_success is not None:
