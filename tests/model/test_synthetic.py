@@ -253,6 +253,37 @@ def test_a_fit_that_was_still_improving_blames_the_budget_first() -> None:
     assert learnability_table(audit).column("still_improving").to_pylist() == [True]
 
 
+def test_a_failed_sanity_target_makes_the_other_verdicts_inconclusive() -> None:
+    audit = SyntheticAudit(
+        scores=[TargetScore("hr_std_day_minus_night", 0.05, -0.02, 0.0, 64, 32, False),
+                TargetScore("mean_daily_steps", 0.04, -0.01, 0.0, 64, 32, False),
+                TargetScore("resting_heart_rate", 0.93, -0.03, 0.9, 64, 32, True)],
+        network="bilstm network", reference="no-recurrence network",
+        num_train_user_weeks=64, num_val_user_weeks=32, epochs_trained=5)
+
+    findings = synthetic_findings(audit, SyntheticConfig())
+
+    assert [(f.severity, f.message.split(" ")[0]) for f in findings] == [
+        ("info", "hr_std_day_minus_night"), ("warning", "mean_daily_steps")]
+    day_night, sanity = findings
+    assert "inconclusive, since it did not learn the sanity target mean_daily_steps" in day_night.message
+    assert "out of its reach" not in day_night.message
+    assert "with 64 train user-weeks and 5 epochs the training budget is too small" in sanity.message
+    assert sanity.recommendation.startswith("Raise synthetic.epochs and synthetic.max_train_user_weeks")
+
+
+def test_a_learned_sanity_target_leaves_the_verdicts_as_they_are() -> None:
+    audit = SyntheticAudit(
+        scores=[TargetScore("hr_std_day_minus_night", 0.05, -0.02, 0.0, 64, 32, False),
+                TargetScore("mean_daily_steps", 0.9, -0.01, 0.9, 64, 32, True)],
+        network="bilstm network", reference="no-recurrence network",
+        num_train_user_weeks=64, num_val_user_weeks=32, epochs_trained=5)
+
+    (finding,) = synthetic_findings(audit, SyntheticConfig())
+
+    assert finding.severity == "warning" and "out of its reach too" in finding.message
+
+
 def test_a_diverged_network_is_scored_as_the_train_mean(store, caplog) -> None:
     config = SyntheticConfig(epochs=1, learning_rate=1e12, targets=(MEAN,))
     audit = audit_synthetic(store, config, MEMORYLESS)
