@@ -32,42 +32,47 @@ A network whose predictions are not finite (diverged) is scored as the train mea
 The validation user-weeks both stop training early and are scored, a mild optimism (one of at
 most `epochs` checkpoints is chosen) that is small next to the threshold.
 
-Training uses tasks/train.py's store reader, batch stream and compile step (its private
-helpers, imported as they are, so that the audit sees the data exactly as training does).
+Training uses the train stage's store reader, batch stream and compile step, so that the audit
+sees the data exactly as training does.
 
 Outputs under `out_dir`: `learnability.parquet` (LEARNABILITY_SCHEMA, one row per target) and
 `learnability.png` (R^2 per target: network vs reference vs train mean).
+
+The parts live in private modules: the budget and the fits in `tasks/_synthetic_fit.py`, the
+text of the findings in `tasks/_synthetic_findings.py`, the bar plot in `tasks/_synthetic_plot.py`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import keras
 import matplotlib
 import numpy as np
 import pyarrow as pa
-from matplotlib.figure import Figure
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
-from model.deepheart import ModelConfig, TaskSpec, build_model
+from model.deepheart import ModelConfig
 from schemas.config import StageConfig
-from schemas.errors import UsageError
 from schemas.summary import Finding, SyntheticResult
+from tasks._synthetic_findings import SANITY_TARGET, STAGE, target_finding
+from tasks._synthetic_fit import Fit, budget, fit_network, fit_ridge, target_names, target_specs
+from tasks._synthetic_plot import plot_learnability
+from tasks._train_data import open_store
 from tasks.io import atomic_path, write_parquet_atomic
-from tasks.train import _compile, _dataset, _open_store, _Split, _Store
+
+__all__ = [  # the stage's interface; the names from private modules are re-exported here
+    "DEFAULT_CONFIG", "LEARNABILITY_SCHEMA", "PLOT_FILE", "PREREQUISITES", "SANITY_TARGET",
+    "STAGE", "TABLE_FILE", "UNNAMED_PREREQUISITE", "Reference", "SyntheticAudit",
+    "SyntheticAuditResult", "SyntheticConfig", "TargetScore", "audit_synthetic", "is_learned",
+    "learnability_table", "plot_learnability", "prerequisite_of", "score_target",
+    "synthetic_findings", "synthetic_task",
+]
 
 matplotlib.use("Agg")
-log = logging.getLogger("stethoscope.synthetic")
-STAGE = "synthetic"
 TABLE_FILE = "learnability.parquet"
 PLOT_FILE = "learnability.png"
 Reference = Literal["no_recurrence", "linear"]
@@ -81,9 +86,6 @@ PREREQUISITES: dict[str, str] = {
     "night_resting_hr_change": "memory across days (weekend vs early-week nights)",
 }
 UNNAMED_PREREQUISITE = "an unnamed prerequisite"
-# Every architecture must learn this one; when the network does not, the run's other verdicts
-# say more about its training budget (or a broken network) than about what it could learn.
-SANITY_TARGET = "mean_daily_steps"
 
 LEARNABILITY_SCHEMA = pa.schema(
     [
@@ -221,35 +223,8 @@ def synthetic_findings(audit: SyntheticAudit, config: SyntheticConfig = DEFAULT_
     architecture."""
     sanity_failed = any(s.target == SANITY_TARGET and s.evaluated and not s.learned
                         for s in audit.scores)
-    findings = []
-    for s in audit.scores:
-        if not s.evaluated:
-            findings.append(Finding(
-                stage=STAGE, severity="info", code="SYNTHETIC_NOT_EVALUATED",
-                message=f"{s.target}: only {s.n_train} train and {s.n_val} validation "
-                f"user-weeks with a known value in the budget (at least {config.min_known} "
-                "each needed), so whether the network can learn it is unknown.",
-                recommendation="Raise synthetic.max_train_user_weeks / max_val_user_weeks, "
-                "or check why the labels stage leaves this target null (window minimums)."))
-        elif not s.learned and sanity_failed and s.target == SANITY_TARGET:
-            findings.append(Finding(
-                stage=STAGE, severity="warning", code="SYNTHETIC_NOT_LEARNED",
-                message=_not_learned_message(s, audit, config) + (
-                    " Every architecture should learn this one: with "
-                    f"{audit.num_train_user_weeks} train user-weeks and {audit.epochs_trained} "
-                    "epochs the training budget is too small, or the network is broken (see "
-                    "the activation and gradient audits); the other synthetic verdicts of this "
-                    "run are inconclusive."),
-                recommendation="Raise synthetic.epochs and synthetic.max_train_user_weeks (or "
-                "lower synthetic.learning_rate) until this target is learned; only then read "
-                "the other targets' verdicts as the architecture's."))
-        elif not s.learned:
-            findings.append(Finding(
-                stage=STAGE, severity="info" if sanity_failed else "warning",
-                code="SYNTHETIC_NOT_LEARNED",
-                message=_not_learned_message(s, audit, config, inconclusive=sanity_failed),
-                recommendation=_recommendation(s, audit, config)))
-    return findings
+    findings = (target_finding(s, audit, config, sanity_failed) for s in audit.scores)
+    return [f for f in findings if f is not None]
 
 
 def learnability_table(audit: SyntheticAudit) -> pa.Table:
@@ -262,33 +237,6 @@ def learnability_table(audit: SyntheticAudit) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LEARNABILITY_SCHEMA)
 
 
-def plot_learnability(audit: SyntheticAudit, threshold: float = 0.5, floor: float = -0.5
-                      ) -> Figure:
-    """Grouped bars per target: R^2 of the network, the reference and the train mean (clipped
-    below at `floor`), the threshold dashed; targets that were not learned are marked."""
-    scores = audit.scores
-    fig = Figure(figsize=(max(6.0, 1.5 * len(scores) + 3.5), 3.8))
-    ax = fig.subplots()
-    x, width = np.arange(len(scores)), 0.27
-    bars = ((audit.network, [s.r2 for s in scores]),
-            (audit.reference, [s.reference_r2 for s in scores]),
-            ("train mean", [s.baseline_r2 for s in scores]))
-    for i, (label, values) in enumerate(bars):
-        heights = [math.nan if v is None else max(v, floor) for v in values]
-        ax.bar(x + (i - 1) * width, heights, width, label=label)
-    ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8,
-               label=f"threshold {threshold:g}")
-    ax.axhline(0.0, color="grey", linewidth=0.5)
-    ax.set_xticks(x, [s.target + _verdict_mark(s) for s in scores], rotation=15, ha="right",
-                  fontsize=8)
-    ax.set_ylim(floor, 1.0)
-    ax.set_ylabel(f"R² on validation (clipped at {floor:g})")
-    ax.set_title(f"Synthetic targets: {audit.network} vs {audit.reference}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    return fig
-
-
 # --- the core ------------------------------------------------------------------------------
 
 
@@ -296,22 +244,22 @@ def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: Mode
                     ) -> SyntheticAudit:
     """Train the configured network and the reference on the store's budgeted sample and score
     every target on the validation user-weeks."""
-    store = _open_store(Path(store_dir), model_config)
-    names = _target_names(store, config)
-    train = _budget(store.splits["train"], names, config.max_train_user_weeks, config.seed)
-    val = _budget(store.splits["val"], names, config.max_val_user_weeks, config.seed + 1)
-    specs = _target_specs(train, val, names, config.min_known)
+    store = open_store(Path(store_dir), model_config)
+    names = target_names(store, config)
+    train = budget(store.splits["train"], names, config.max_train_user_weeks, config.seed)
+    val = budget(store.splits["val"], names, config.max_val_user_weeks, config.seed + 1)
+    specs = target_specs(train, val, names, config.min_known)
     reference_config = model_config.model_copy(update={"recurrence": "none"})
     same_network = config.reference == "no_recurrence" and reference_config == model_config
-    fit, reference = _Fit({}, 0, frozenset()), {}
+    fit, reference = Fit({}, 0, frozenset()), {}
     if specs:
-        fit = _fit_network(store, train, val, specs, model_config, config)
+        fit = fit_network(store, train, val, specs, model_config, config)
         if same_network:
             reference = fit.predicted
         elif config.reference == "no_recurrence":
-            reference = _fit_network(store, train, val, specs, reference_config, config).predicted
+            reference = fit_network(store, train, val, specs, reference_config, config).predicted
         else:
-            reference = _fit_ridge(store, train, val, specs)
+            reference = fit_ridge(store, train, val, specs)
     scores = [replace(score_target(name, train.labels[name], val.labels[name],
                                    fit.predicted.get(name), reference.get(name), config),
                       still_improving=name in fit.still_improving) for name in names]
@@ -321,140 +269,6 @@ def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: Mode
         reference={"no_recurrence": "no-recurrence network", "linear": "per-bin ridge"}[
             config.reference] + (" (= the network)" if same_network else ""),
         num_train_user_weeks=len(train), num_val_user_weeks=len(val), epochs_trained=fit.epochs)
-
-
-def _target_names(store: _Store, config: SyntheticConfig) -> list[str]:
-    available = store.stats.targets
-    unknown = sorted(set(config.targets or ()) - set(available))
-    if unknown:
-        raise UsageError(f"synthetic: targets {unknown} are not in the sequence store (it holds "
-                         f"{available}). Fix synthetic.targets or leave it empty for all.")
-    return list(available if config.targets is None else config.targets)
-
-
-def _budget(split: _Split, names: Sequence[str], limit: int | None, seed: int) -> _Split:
-    """At most `limit` rows of `split` with at least one known target, drawn with `seed`
-    and kept in store order (sequential reads from the memory-mapped shards)."""
-    known = np.zeros(len(split), bool)
-    for name in names:
-        known |= ~np.isnan(split.labels[name])
-    at = np.flatnonzero(known)
-    if limit is not None and len(at) > limit:
-        at = np.sort(np.random.default_rng(seed).choice(at, limit, replace=False))
-    return replace(split, rows=split.rows.take(at), shard_ids=split.shard_ids[at],
-                   shard_rows=split.shard_rows[at], metadata=split.metadata[at],
-                   labels={name: y[at] for name, y in split.labels.items()})
-
-
-def _target_specs(train: _Split, val: _Split, names: Sequence[str], min_known: int
-                  ) -> list[TaskSpec]:
-    """A regression head per evaluable target, standardised with the budget's train values."""
-    specs = []
-    for name in names:
-        known = train.labels[name][~np.isnan(train.labels[name])]
-        if min(len(known), int(np.sum(~np.isnan(val.labels[name])))) < min_known:
-            log.warning("synthetic target %s: too few known values (train %d, val %d), not "
-                        "evaluated", name, len(known), int(np.sum(~np.isnan(val.labels[name]))))
-            continue
-        std = float(np.std(known))
-        specs.append(TaskSpec(name=name, kind="regression", offset=float(np.mean(known)),
-                              scale=std if std > 1e-12 else 1.0))
-    return specs
-
-
-@dataclass(frozen=True)
-class _Fit:
-    predicted: dict[str, np.ndarray]  # target -> [n_val], in the target's units
-    epochs: int  # epochs run
-    still_improving: frozenset[str]  # targets whose val loss was lowest at the last epoch
-
-
-def _fit_network(store: _Store, train: _Split, val: _Split, specs: Sequence[TaskSpec],
-                 model_config: ModelConfig, config: SyntheticConfig) -> _Fit:
-    """Fresh weights, fit with early stopping on val (best epoch restored), predict val."""
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(model_config, specs)
-    _compile(model, specs, config.learning_rate)
-    use_metadata = model_config.num_metadata > 0
-    train_data = _dataset(store, train, specs, config.batch_size, use_metadata=use_metadata,
-                          seed=config.seed, epochs=range(config.epochs))
-    val_data = _dataset(store, val, specs, config.batch_size, use_metadata=use_metadata)
-    stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience,
-                                         restore_best_weights=True)
-    history = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                        steps_per_epoch=math.ceil(len(train) / config.batch_size),
-                        callbacks=[stop], shuffle=False, verbose=0).history
-    outputs = model.predict(val_data, verbose=0)  # {head: [n_val, 1]}
-    predicted = {s.name: outputs[s.head][:, 0] for s in specs}
-    diverged = [s for s in specs if not np.all(np.isfinite(predicted[s.name]))]
-    if diverged:  # a network that diverged predicts nothing: score it as the train mean
-        log.warning("synthetic: the %s network diverged on %s (non-finite predictions); lower "
-                    "synthetic.learning_rate", model_config.recurrence, [s.name for s in diverged])
-        predicted.update({s.name: np.full(len(val), s.offset) for s in diverged})
-    epochs = len(history["val_loss"])
-    log.info("%s: %d epochs, best val_loss %.4f", model_config.recurrence, epochs,
-             min(history["val_loss"]))
-    # a single head may be logged as the total loss only
-    still_improving = frozenset(
-        s.name for s in specs
-        if int(np.argmin(history.get(f"val_{s.head}_loss", history["val_loss"]))) == epochs - 1)
-    return _Fit(predicted, epochs, still_improving)
-
-
-def _fit_ridge(store: _Store, train: _Split, val: _Split, specs: Sequence[TaskSpec]
-               ) -> dict[str, np.ndarray]:
-    """Ridge regression on the flattened sequence [T x C], per target on its known rows."""
-    x_train = store.read(train.shard_ids, train.shard_rows).reshape(len(train), -1)
-    x_val = store.read(val.shard_ids, val.shard_rows).reshape(len(val), -1)
-    predicted = {}
-    for spec in specs:
-        y = train.labels[spec.name]
-        known = ~np.isnan(y)
-        ridge = RidgeCV(alphas=np.logspace(-2, 4, 7)).fit(x_train[known], y[known])
-        predicted[spec.name] = ridge.predict(x_val)
-    return predicted
-
-
-def _verdict_mark(s: TargetScore) -> str:
-    if s.learned:
-        return ""
-    return "\n(not learned)" if s.evaluated else "\n(not evaluated)"
-
-
-def _not_learned_message(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig,
-                         inconclusive: bool = False) -> str:
-    reference = "" if s.reference_r2 is None else f", {audit.reference} {s.reference_r2:.2f}"
-    scores = (f"R^2 {s.r2:.2f} on {s.n_val} validation user-weeks (train mean "
-              f"{s.baseline_r2:.2f}{reference})")
-    if s.r2 < config.r2_threshold and inconclusive:
-        verdict = (f"the {audit.network} does not learn it in this run: {scores}, below the "
-                   f"threshold {config.r2_threshold:g}; inconclusive, since it did not learn "
-                   f"the sanity target {SANITY_TARGET} either")
-    elif s.r2 < config.r2_threshold:
-        verdict = (f"the {audit.network} does not learn it: {scores}, below the threshold "
-                   f"{config.r2_threshold:g}. A condition that needs {s.prerequisite} is then "
-                   "out of its reach too")
-    elif s.r2 <= s.baseline_r2:
-        verdict = f"the {audit.network} does no better than the train mean: {scores}"
-    else:
-        verdict = (f"the {audit.network} learns it less well than the {audit.reference}: "
-                   f"{scores}, more than {config.reference_margin:g} below the reference")
-    budget = (" Its validation loss on this target was still falling at the last epoch: the "
-              "verdict may be the training budget's." if s.still_improving else "")
-    return f"{s.target} (needs {s.prerequisite}): {verdict}.{budget}"
-
-
-def _recommendation(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig) -> str:
-    if s.still_improving:
-        return ("Raise synthetic.epochs (or max_train_user_weeks) until the validation loss "
-                "levels off, then re-read this verdict before changing the architecture.")
-    if s.r2 >= config.r2_threshold:
-        return (f"The {audit.reference} does better: what the network adds hurts. Check the "
-                "activation audit for dead or saturated units and the gradient audit for "
-                "vanishing gradients; try leaky_relu, a lower learning rate or a GRU.")
-    return ("Give the network what the target needs: longer memory (a bidirectional LSTM/GRU, "
-            "dilated convolutions or pooling before the recurrent layer; see the gradient "
-            "audit's horizon), or time-of-day channels for day vs night.")
 
 
 # --- Prefect shell -------------------------------------------------------------------------
