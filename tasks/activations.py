@@ -23,6 +23,10 @@ Definitions (thresholds are ActivationsConfig fields):
   Saturated unit: saturated_share >= saturated_threshold (0.9). A layer's saturated_fraction is
   its share of saturated units (0.0 for unbounded activations).
 - temporal_std_mean: the unit's standard deviation over time, averaged over user-weeks.
+
+The parts live in private modules: the streaming per-unit statistics in
+`tasks/_activation_stats.py`, the heatmaps and the dead-units-by-epoch plot in
+`tasks/_activation_plots.py`.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import tensorflow as tf
-from matplotlib.figure import Figure
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +56,8 @@ from model.callbacks import (
 )
 from schemas.config import StageConfig
 from schemas.summary import Finding, LayerActivations
+from tasks._activation_plots import plot_dead_history, plot_heatmaps, save_png
+from tasks._activation_stats import UnitSums, layer_record, reduce_batch
 from tasks._batches import (
     Batch,
     iter_model_inputs,
@@ -60,7 +65,13 @@ from tasks._batches import (
     load_audit_model,
     store_stats,
 )
-from tasks.io import atomic_path, write_parquet_atomic
+from tasks.io import write_parquet_atomic
+
+__all__ = [  # the stage's interface; the names from private modules are re-exported here
+    "DEFAULT_CONFIG", "HEATMAP_KINDS", "STAGE", "UNITS_FILE", "UNITS_SCHEMA", "ActivationAudit",
+    "ActivationsConfig", "ActivationsResult", "activation_findings", "activations_task",
+    "audit_activations", "plot_dead_history", "plot_heatmaps",
+]
 
 matplotlib.use("Agg")
 log = logging.getLogger("stethoscope.activations")
@@ -145,7 +156,7 @@ def audit_activations(
     heatmap = [t and layer_kind(layer) in HEATMAP_KINDS for layer, t in zip(layers, has_time,
                                                                           strict=True)]
     forward = compile_probe(build_probe(model, layers))
-    sums = [_UnitSums(int(first_output(layer).shape[-1]), t)
+    sums = [UnitSums(int(first_output(layer).shape[-1]), t)
             for layer, t in zip(layers, has_time, strict=True)]
     samples: dict[str, list[np.ndarray]] = {
         layer.name: [] for layer, wanted in zip(layers, heatmap, strict=True) if wanted}
@@ -154,7 +165,7 @@ def audit_activations(
         needed = config.heatmap_user_weeks - num_user_weeks  # heatmaps: the first user-weeks
         for layer, acc, bound, a in zip(layers, sums, bounds, forward(inputs), strict=True):
             a = tf.reshape(a, [a.shape[0], -1, a.shape[-1]])  # [b, T_l, units]
-            acc.add(_reduce(a, bound, config.saturation_margin), config)
+            acc.add(reduce_batch(a, bound, config.saturation_margin), config)
             if needed > 0 and layer.name in samples:
                 samples[layer.name].append(a[:needed].numpy())
         num_user_weeks += len(inputs[0])
@@ -164,7 +175,7 @@ def audit_activations(
               for layer, acc, bound in zip(layers, sums, bounds, strict=True)]
     units = pd.concat(tables, ignore_index=True)
     return ActivationAudit(
-        layers=[_layer_record(table, layer.name) for table, layer in zip(tables, layers,
+        layers=[layer_record(table, layer.name) for table, layer in zip(tables, layers,
                                                                           strict=True)],
         units=units,
         samples={name: np.concatenate(parts) for name, parts in samples.items() if parts},
@@ -219,154 +230,7 @@ def activation_findings(
     return findings
 
 
-def plot_heatmaps(
-    layer_name: str,
-    sample: np.ndarray,
-    hours_of_day: np.ndarray | None = None,
-    night_hours: tuple[float, float] = (0.0, 6.0),
-) -> Figure:
-    """Units x time heatmaps of `sample` [n, T_l, units] (one panel per user-week) with night
-    shaded on a strip above each panel. `hours_of_day` is the local time of day (hours) at
-    the start of every input step: [T] for all user-weeks or [n, T] per user-week; without it
-    the strip says that night is not marked."""
-    num, steps, units = sample.shape
-    fig = Figure(figsize=(12, 1.0 + 2.2 * num))
-    grid = fig.add_gridspec(2 * num, 1, height_ratios=[1, 10] * num, hspace=0.25,
-                            top=1 - 0.5 / (1.0 + 2.2 * num), bottom=0.6 / (1.0 + 2.2 * num))
-    signed = bool((sample < 0).any())
-    limit = float(np.abs(sample).max()) or 1.0
-    for i in range(num):
-        strip, ax = fig.add_subplot(grid[2 * i]), fig.add_subplot(grid[2 * i + 1])
-        image = ax.imshow(sample[i].T, aspect="auto", interpolation="nearest", origin="lower",
-                          cmap="RdBu_r" if signed else "viridis",
-                          vmin=-limit if signed else 0.0, vmax=limit)
-        ax.set_ylabel(f"user-week {i}\nunit")
-        ax.tick_params(labelbottom=i == num - 1)
-        strip.set_xlim(-0.5, steps - 0.5)
-        strip.set_xticks([])
-        strip.set_yticks([])
-        if hours_of_day is None:
-            strip.text(0.5, 0.5, "local time of day unknown: night not marked", ha="center",
-                       va="center", transform=strip.transAxes, fontsize=8)
-        else:
-            hours = np.asarray(hours_of_day, dtype=float)
-            hours = hours[i] if hours.ndim == 2 else hours
-            hours = hours[(np.arange(steps) * len(hours)) // steps]  # input step -> layer step
-            night = _in_window(hours, night_hours)
-            strip.imshow(night[None, :], aspect="auto", cmap="Greys", vmin=0, vmax=1,
-                         extent=(-0.5, steps - 0.5, 0, 1))
-        fig.colorbar(image, ax=[strip, ax], pad=0.01)  # narrows strip and panel alike
-    ax.set_xlabel(f"time step of {layer_name}")
-    fig.suptitle(f"{layer_name}: activations, units x time "
-                 f"(dark strip: night {night_hours[0]:g}-{night_hours[1]:g} h local)")
-    return fig
-
-
-def plot_dead_history(rows: Sequence[dict]) -> Figure:
-    """Share of dead units per layer per epoch (DeadUnitMonitor rows): when units died."""
-    table = pd.DataFrame(rows)
-    fig = Figure(figsize=(7, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    for layer, part in table.groupby("layer", sort=False):
-        ax.plot(part["epoch"], part["dead_fraction"], marker="o", label=layer)
-    ax.set_xlabel("epoch (0 = before training)")
-    ax.set_ylabel("share of dead units")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
-    return fig
-
-
 # --- private helpers -------------------------------------------------------------------------
-
-
-class _UnitSums:
-    """Running per-unit counts of one layer; O(units) memory whatever the sample size."""
-
-    def __init__(self, units: int, has_time: bool) -> None:
-        self.has_time = has_time
-        self.positions = 0
-        self.user_weeks = 0
-        self.zeros = np.zeros(units, np.int64)
-        self.saturated = np.zeros(units, np.int64)
-        self.constant_weeks = np.zeros(units, np.int64)
-        self.std_sum = np.zeros(units, np.float64)
-        self.low = np.full(units, np.inf)
-        self.high = np.full(units, -np.inf)
-        self.scale = np.zeros(units, np.float64)
-
-    def add(self, out: dict[str, np.ndarray], config: ActivationsConfig) -> None:
-        low, high, scale = (out[k].astype(np.float64) for k in ("low", "high", "scale"))
-        self.positions += int(out["positions"])
-        self.user_weeks += low.shape[0]
-        self.zeros += out["zeros"]
-        self.saturated += out["saturated"]
-        if self.has_time:  # [b, units]: one range per user-week
-            self.constant_weeks += np.count_nonzero(
-                high - low <= config.constant_atol + config.constant_rtol * scale, axis=0)
-            self.std_sum += out["std"].astype(np.float64).sum(axis=0)
-        else:  # across user-weeks: keep the running range
-            self.low = np.minimum(self.low, low.min(axis=0))
-            self.high = np.maximum(self.high, high.max(axis=0))
-            self.scale = np.maximum(self.scale, scale.max(axis=0))
-
-    def table(self, layer: str, bound: str | None, config: ActivationsConfig) -> pd.DataFrame:
-        zero_share = self.zeros / self.positions
-        if self.has_time:
-            constant_share = self.constant_weeks / self.user_weeks
-            temporal_std_mean = self.std_sum / self.user_weeks
-        elif self.user_weeks >= 2:
-            flat = self.high - self.low <= config.constant_atol + config.constant_rtol * self.scale
-            # Every unit flat: the layer's input did not vary over the sample (e.g. a cohort
-            # whose metadata is all alike), which says nothing about the units themselves.
-            constant_share = np.full(len(self.zeros), np.nan) if flat.all() else flat.astype(np.float64)
-            temporal_std_mean = np.full(len(self.zeros), np.nan)
-        else:  # one user-week: nothing to compare with
-            constant_share = np.full(len(self.zeros), np.nan)
-            temporal_std_mean = np.full(len(self.zeros), np.nan)
-        saturated_share = self.saturated / self.positions if bound else np.full(len(self.zeros),
-                                                                                 np.nan)
-        dead = zero_share >= config.dead_threshold
-        return pd.DataFrame({
-            "layer": layer,
-            "unit": np.arange(len(self.zeros), dtype=np.int32),
-            "zero_share": zero_share,
-            "temporal_std_mean": temporal_std_mean,
-            "constant_share": constant_share,
-            "saturated_share": saturated_share,
-            "dead": dead,
-            "constant": ~dead & (np.nan_to_num(constant_share) >= config.constant_threshold),
-            "saturated": np.nan_to_num(saturated_share) >= config.saturated_threshold,
-        })
-
-
-def _reduce(a: tf.Tensor, bound: str | None, margin: float) -> dict[str, np.ndarray]:
-    """Per-unit reductions of one batch of one layer, a: [b, T_l, units]."""
-    if bound == "tanh":
-        saturated = tf.math.count_nonzero(tf.abs(a) > 1.0 - margin, axis=[0, 1])
-    elif bound == "sigmoid":
-        saturated = tf.math.count_nonzero((a < margin) | (a > 1.0 - margin), axis=[0, 1])
-    else:
-        saturated = tf.zeros([a.shape[-1]], tf.int64)
-    return {
-        "positions": np.int64(a.shape[0] * a.shape[1]),
-        "zeros": tf.math.count_nonzero(tf.equal(a, 0.0), axis=[0, 1]).numpy(),
-        "saturated": saturated.numpy(),
-        "low": tf.reduce_min(a, axis=1).numpy(),  # [b, units]
-        "high": tf.reduce_max(a, axis=1).numpy(),
-        "scale": tf.reduce_max(tf.abs(a), axis=1).numpy(),
-        "std": tf.math.reduce_std(a, axis=1).numpy(),
-    }
-
-
-def _layer_record(table: pd.DataFrame, name: str) -> LayerActivations:
-    return LayerActivations(
-        name=name,
-        units=len(table),
-        dead_units=table.loc[table["dead"], "unit"].astype(int).tolist(),
-        dead_fraction=float(table["dead"].mean()),
-        constant_units=table.loc[table["constant"], "unit"].astype(int).tolist(),
-        saturated_fraction=float(table["saturated"].mean()),
-    )
 
 
 def _finding(code: str, worst: float, config: ActivationsConfig, message: str,
@@ -390,19 +254,6 @@ def _died_when(layer: str, history: Sequence[dict] | None) -> str:
         return " (dead already at initialisation)"
     return (f" (first dead after epoch {first['epoch']} of {rows[-1]['epoch']}, "
             f"{rows[-1]['dead_fraction']:.0%} dead at the end of training)")
-
-
-def _in_window(hours: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    start, end = window
-    if start <= end:
-        return (hours >= start) & (hours < end)
-    return (hours >= start) | (hours < end)  # a window across midnight, e.g. (22, 6)
-
-
-def _save_png(figure: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=90)
-    return path
 
 
 def _publish(layers: list[LayerActivations]) -> None:
@@ -438,7 +289,7 @@ def activations_task(
     history, history_plot = None, None
     if dead_history_file is not None and Path(dead_history_file).exists():
         history = json.loads(Path(dead_history_file).read_text())
-        history_plot = _save_png(plot_dead_history(history), out_dir / "dead_units_by_epoch.png")
+        history_plot = save_png(plot_dead_history(history), out_dir / "dead_units_by_epoch.png")
     findings = activation_findings(audit.layers, config, history)
     units_file = write_parquet_atomic(
         pa.Table.from_pandas(audit.units, schema=UNITS_SCHEMA, preserve_index=False),
@@ -446,7 +297,7 @@ def activations_task(
     # Store bins start at local Monday 00:00 (DESIGN 3): step t starts t x bin_seconds later
     # (an hour off on the days after a DST change).
     hours = (np.arange(stats.num_steps) * stats.bin_seconds / 3600.0) % 24.0 if stats else None
-    heatmaps = [_save_png(plot_heatmaps(name, sample, hours, config.night_hours),
+    heatmaps = [save_png(plot_heatmaps(name, sample, hours, config.night_hours),
                           out_dir / f"heatmap_{name}.png")
                 for name, sample in audit.samples.items()]
     _publish(audit.layers)
