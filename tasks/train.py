@@ -55,7 +55,7 @@ __all__ = [
     "DEAD_UNITS_FILE", "PREDICTION_COLUMNS", "Mode", "Phase", "TrainConfig", "TrainResult",
     "epoch_order", "plan_phases", "train_model", "train_task",
 ]
-# Their former private names, which tasks/synthetic.py, tests/model and bench/ import from here.
+# Their former private names, which tests/model and bench/ import from here.
 _Split, _Store, _open_store, _dataset, _compile = (
     Split, Store, open_store, make_dataset, compile_model)
 
