@@ -253,13 +253,17 @@ def test_a_fit_that_was_still_improving_blames_the_budget_first() -> None:
     assert learnability_table(audit).column("still_improving").to_pylist() == [True]
 
 
-def test_a_failed_sanity_target_makes_the_other_verdicts_inconclusive() -> None:
-    audit = SyntheticAudit(
-        scores=[TargetScore("hr_std_day_minus_night", 0.05, -0.02, 0.0, 64, 32, False),
-                TargetScore("mean_daily_steps", 0.04, -0.01, 0.0, 64, 32, False),
-                TargetScore("resting_heart_rate", 0.93, -0.03, 0.9, 64, 32, True)],
+def _small_budget_audit(*scores: tuple[str, float, bool]) -> SyntheticAudit:
+    """(target, R^2, learned) scored on 64 train / 32 validation user-weeks in 5 epochs."""
+    return SyntheticAudit(
+        scores=[TargetScore(name, r2, -0.02, 0.0, 64, 32, learned) for name, r2, learned in scores],
         network="bilstm network", reference="no-recurrence network",
         num_train_user_weeks=64, num_val_user_weeks=32, epochs_trained=5)
+
+
+def test_a_failed_sanity_target_makes_the_other_verdicts_inconclusive() -> None:
+    audit = _small_budget_audit(("hr_std_day_minus_night", 0.05, False),
+                                ("mean_daily_steps", 0.04, False), ("resting_heart_rate", 0.93, True))
 
     findings = synthetic_findings(audit, SyntheticConfig())
 
@@ -273,11 +277,7 @@ def test_a_failed_sanity_target_makes_the_other_verdicts_inconclusive() -> None:
 
 
 def test_a_learned_sanity_target_leaves_the_verdicts_as_they_are() -> None:
-    audit = SyntheticAudit(
-        scores=[TargetScore("hr_std_day_minus_night", 0.05, -0.02, 0.0, 64, 32, False),
-                TargetScore("mean_daily_steps", 0.9, -0.01, 0.9, 64, 32, True)],
-        network="bilstm network", reference="no-recurrence network",
-        num_train_user_weeks=64, num_val_user_weeks=32, epochs_trained=5)
+    audit = _small_budget_audit(("hr_std_day_minus_night", 0.05, False), ("mean_daily_steps", 0.9, True))
 
     (finding,) = synthetic_findings(audit, SyntheticConfig())
 
