@@ -67,8 +67,9 @@ def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: Synthetic
                    f"the sanity target {SANITY_TARGET} either")
     elif s.r2 < config.r2_threshold:
         verdict = (f"the {audit.network} does not learn it: {scores}, below the threshold "
-                   f"{config.r2_threshold:g}. A condition that needs {s.prerequisite} is then "
-                   "out of its reach too")
+                   f"{config.r2_threshold:g}")
+        if s.target != SANITY_TARGET:  # a sanity failure says nothing about conditions
+            verdict += f". A condition that needs {s.prerequisite} is then out of its reach too"
     elif s.r2 <= s.baseline_r2:
         verdict = f"the {audit.network} does no better than the train mean: {scores}"
     else:

@@ -273,6 +273,7 @@ def test_a_failed_sanity_target_makes_the_other_verdicts_inconclusive() -> None:
     assert "inconclusive, since it did not learn the sanity target mean_daily_steps" in day_night.message
     assert "out of its reach" not in day_night.message
     assert "with 64 train user-weeks and 5 epochs the training budget is too small" in sanity.message
+    assert "out of its reach" not in sanity.message
     assert sanity.recommendation.startswith("Raise synthetic.epochs and synthetic.max_train_user_weeks")
 
 
