@@ -150,19 +150,18 @@ def _count_rules(unit: list[FileCheck], checked: CheckedRows, sources: list[np.n
         ).append_column("source_row", pa.array(position[from_row], pa.int64()))
         write_parquet_atomic(quarantined.cast(QUARANTINE), staged.quarantine / name)
 
-    for source_no, c in enumerate(unit):
-        if len(unit) == 1:
-            mine = rule
-        else:  # source is in the order as read; rule in sorted order
-            in_order = source if checked.source_row is None else source[checked.source_row]
-            mine = rule[in_order == source_no]
-        counts = np.bincount(mine, minlength=8)
-        tally.add(c.name, "rows_in", int(mine.size))
-        tally.add(c.name, "rows_clean", int(counts[0]))
-        tally.add(c.name, "rows_quarantined", int(counts[1:].sum()))
+    if len(unit) == 1:
+        counts = np.bincount(rule, minlength=8)[None]
+    else:  # rows per (file, rule), one pass: `source` in the order as read, `rule` sorted
+        in_order = source if checked.source_row is None else source[checked.source_row]
+        counts = np.bincount(in_order.astype(np.int64) * 8 + rule, minlength=8 * len(unit)).reshape(-1, 8)
+    for c, per_rule in zip(unit, counts, strict=True):
+        tally.add(c.name, "rows_in", int(per_rule.sum()))
+        tally.add(c.name, "rows_clean", int(per_rule[0]))
+        tally.add(c.name, "rows_quarantined", int(per_rule[1:].sum()))
         for code in range(1, 8):
-            if counts[code]:
-                tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(counts[code]))
+            if per_rule[code]:
+                tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(per_rule[code]))
 
 
 def _device_counts(device: pa.ChunkedArray) -> Counter:

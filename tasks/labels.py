@@ -202,7 +202,7 @@ def user_weeks_of_chunk(
         "hr_std_day_minus_night": std["day_window"] - std["night_window"],
         "mean_daily_steps": np.where(week_sum["steps_valid"] > 0, week_sum["steps"] / 7.0, np.nan),
         "resting_heart_rate": resting,
-        "hr_recovery_minutes": recovery_minutes(chunk, grid, lo, hi, resting, config),
+        "hr_recovery_minutes": recovery_minutes(chunk, lo, hi, resting, config),
         "night_resting_hr_change": night_rest[1] - night_rest[0],
     }
     n_valid = week_sum["valid"]
@@ -217,10 +217,8 @@ def rest_mask(chunk: UserChunk, rest_minutes: float) -> np.ndarray:
                              round(rest_minutes * _US_PER_MINUTE))
 
 
-def recovery_minutes(
-    chunk: UserChunk, grid: WeekGrid, lo: np.ndarray, hi: np.ndarray, resting: np.ndarray,
-    config: LabelsConfig,
-) -> np.ndarray:
+def recovery_minutes(chunk: UserChunk, lo: np.ndarray, hi: np.ndarray, resting: np.ndarray,
+                     config: LabelsConfig) -> np.ndarray:
     """`hr_recovery_minutes` per week (see the module docstring), NaN where null."""
     return kernels.recovery_minutes(
         chunk.timestamp, chunk.heart_rate, chunk.heart_rate_valid, chunk.steps, lo, hi,

@@ -33,16 +33,22 @@ READY = "stethoscope serve: ready"
 STARTUP_TIMEOUT = 300
 RUN_TIMEOUT = 420
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-# A cohort and settings small enough for a deployed run of well under a minute on 2 cores.
-TINY_SETTINGS: dict[str, Any] = {
-    "labels": {"num_bins": 256},
-    "sequences": {"num_steps": 256, "min_coverage": 0.3},
-    "model": {"num_steps": 256, "conv_filters": [4], "units": 4},
-    "train": {"epochs": 1, "batch_size": 8},
-    "activations": {"max_user_weeks": 8},
-    "gradients": {"max_user_weeks": 8},
-    "analyze": {"num_bootstrap": 100, "num_permutations": 100},
-}
+
+
+def tiny_settings(num_steps: int) -> dict[str, Any]:
+    """Audit settings small enough for a run of well under a minute on 2 cores."""
+    return {
+        "labels": {"num_bins": num_steps},
+        "sequences": {"num_steps": num_steps, "min_coverage": 0.3},
+        "model": {"num_steps": num_steps, "conv_filters": [4], "units": 4},
+        "train": {"epochs": 1, "batch_size": 8},
+        "activations": {"max_user_weeks": 8},
+        "gradients": {"max_user_weeks": 8},
+        "analyze": {"num_bootstrap": 100, "num_permutations": 100},
+    }
+
+
+TINY_SETTINGS = tiny_settings(256)  # a deployed run through the server
 
 
 @dataclass

@@ -17,18 +17,11 @@ from flows.cli import main
 from flows.nightly_audit import AuditParameters, nightly_audit
 from schemas.summary import SCHEMA_FILE, Summary
 from tasks.simulate import SimulateConfig, simulate_cohort
+from tests.flows.conftest import tiny_settings
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "labels": {"num_bins": 128},
-    "sequences": {"num_steps": 128, "min_coverage": 0.3},
-    "model": {"num_steps": 128, "conv_filters": [4], "units": 4},
-    "train": {"epochs": 1, "batch_size": 8},
-    "activations": {"max_user_weeks": 8},
-    "gradients": {"max_user_weeks": 8},
-    "analyze": {"num_bootstrap": 100, "num_permutations": 100},
-}
+TINY = tiny_settings(128)
 
 
 @pytest.fixture(scope="module")
