@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.tables import SENSOR_LOGS, USERS
+from stethoscope.schemas.tables import SENSOR_LOGS, USERS
 
 START_US = 1_709_510_400_000_000  # 2024-03-04 00:00 UTC, a Monday
 

@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cohort import write_bench_cohort  # noqa: E402
 
-from schemas.layout import CohortPaths, RunPaths  # noqa: E402
-from tasks.io import list_parquet_files  # noqa: E402
-from tasks.validate import ValidateConfig, validate_cohort  # noqa: E402
+from stethoscope.schemas.layout import CohortPaths, RunPaths  # noqa: E402
+from stethoscope.tasks.shared.io import list_parquet_files  # noqa: E402
+from stethoscope.tasks.validate.config import ValidateConfig  # noqa: E402
+from stethoscope.tasks.validate.gate import validate_cohort  # noqa: E402
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -49,8 +50,8 @@ def hwm_mib():
 from pathlib import Path
 import pyarrow.parquet as pq
 from schemas.layout import CohortPaths, RunPaths
-from tasks.io import list_parquet_files
-from tasks.validate import ValidateConfig, validate_cohort
+from tasks.shared.io import list_parquet_files
+from tasks.validate.gate import ValidateConfig, validate_cohort
 cohort = Path({str(cohort)!r})
 import pyarrow as pa
 base = hwm_mib()

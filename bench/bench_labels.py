@@ -38,9 +38,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas.tables import SENSOR_LOGS, USERS  # noqa: E402
-from tasks.labels import LabelsConfig, build_user_weeks  # noqa: E402
-from tasks.sequences import SequencesConfig, build_sequences  # noqa: E402
+from stethoscope.schemas.tables import SENSOR_LOGS, USERS  # noqa: E402
+from stethoscope.tasks.labels.config import LabelsConfig  # noqa: E402
+from stethoscope.tasks.labels.user_weeks import build_user_weeks  # noqa: E402
+from stethoscope.tasks.sequences.build import build_sequences  # noqa: E402
+from stethoscope.tasks.sequences.config import SequencesConfig  # noqa: E402
 
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Kolkata", "Pacific/Honolulu", "UTC")
 START = np.datetime64("2024-03-25T00:00", "us").astype(np.int64)  # Berlin: DST on the 31st

@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))  # the store fabricator lives with the model tests
 
 
 def _model_config(num_steps: int):
-    from model.deepheart import ModelConfig
+    from stethoscope.model.deepheart import ModelConfig
 
     return ModelConfig(num_steps=num_steps)
 
 
 def _train_config(args: argparse.Namespace):
-    from tasks.train import TrainConfig
+    from stethoscope.tasks.train.config import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs + 1)
 
@@ -44,7 +44,7 @@ def _train_config(args: argparse.Namespace):
 def run_task(store: Path, args: argparse.Namespace) -> dict:
     import keras
 
-    from tasks.train import train_model
+    from stethoscope.tasks.train.training import train_model
 
     fit_seconds: list[float] = []
 
@@ -68,8 +68,8 @@ def run_fit(store: Path, args: argparse.Namespace) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from model.deepheart import build_model
-    from tasks.train import _compile, _open_store, _task_specs, plan_phases
+    from stethoscope.model.deepheart import build_model
+    from stethoscope.tasks.train.training import _compile, _open_store, _task_specs, plan_phases
 
     config = _train_config(args)
     store_view = _open_store(store, _model_config(args.num_steps))

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.nightly_audit import RunOutcome
-from schemas.layout import RunPaths
-from tasks.analyze import AnalyzeConfig, analyze_task
-from tasks.policy import stage_options
-from tasks.report import report_task
+from stethoscope.flows.nightly_audit import RunOutcome
+from stethoscope.schemas.layout import RunPaths
+from stethoscope.tasks.analyze.config import AnalyzeConfig
+from stethoscope.tasks.analyze.task import analyze_task
+from stethoscope.tasks.report.task import report_task
+from stethoscope.tasks.shared.policy import stage_options
 
 
 @flow(name="analyze-predictions", log_prints=True)

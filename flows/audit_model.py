@@ -12,17 +12,22 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.nightly_audit import RunOutcome
-from flows.roots import FormPath
-from schemas.layout import CohortPaths, RunPaths
-from tasks.activations import ActivationsConfig, activations_task
-from tasks.gradients import GradientsConfig, gradients_task
-from tasks.inspect_model import inspect_model_task
-from tasks.labels import LabelsConfig, user_weeks_task
-from tasks.policy import stage_options
-from tasks.report import report_task
-from tasks.sequences import SequencesConfig, sequences_task
-from tasks.validate import ValidateConfig, validate_task
+from stethoscope.flows.nightly_audit import RunOutcome
+from stethoscope.flows.roots import FormPath
+from stethoscope.schemas.layout import CohortPaths, RunPaths
+from stethoscope.tasks.audits.activations.config import ActivationsConfig
+from stethoscope.tasks.audits.activations.task import activations_task
+from stethoscope.tasks.audits.gradients.config import GradientsConfig
+from stethoscope.tasks.audits.gradients.task import gradients_task
+from stethoscope.tasks.inspect.task import inspect_model_task
+from stethoscope.tasks.labels.config import LabelsConfig
+from stethoscope.tasks.labels.task import user_weeks_task
+from stethoscope.tasks.report.task import report_task
+from stethoscope.tasks.sequences.config import SequencesConfig
+from stethoscope.tasks.sequences.task import sequences_task
+from stethoscope.tasks.shared.policy import stage_options
+from stethoscope.tasks.validate.config import ValidateConfig
+from stethoscope.tasks.validate.task import validate_task
 
 MINUTE = 60
 

@@ -18,7 +18,8 @@ EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_FAIL = 0, 1, 2, 3
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from tasks.simulate import SimulateConfig, simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
 
     config = SimulateConfig(users=args.users, weeks=args.weeks, seed=args.seed)
     result = simulate_cohort(config, Path(args.out))
@@ -27,7 +28,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _import_csv(args: argparse.Namespace) -> int:
-    from tasks.import_csv import ImportConfig, import_csv_exports
+    from stethoscope.tasks.cohorts.import_csv.config import ImportConfig
+    from stethoscope.tasks.cohorts.import_csv.importer import import_csv_exports
 
     config = ImportConfig(
         timezone=args.timezone,
@@ -42,8 +44,9 @@ def _import_csv(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from schemas.layout import CohortPaths, RunPaths
-    from tasks.validate import ValidateConfig, validate_cohort
+    from stethoscope.schemas.layout import CohortPaths, RunPaths
+    from stethoscope.tasks.validate.config import ValidateConfig
+    from stethoscope.tasks.validate.gate import validate_cohort
 
     config = ValidateConfig(
         max_quarantine_share=args.max_quarantine_share,
@@ -69,7 +72,7 @@ def _load_config(path: str | None) -> dict:
         return {}
     import yaml
 
-    from schemas.errors import UsageError
+    from stethoscope.schemas.errors import UsageError
 
     file = Path(path)
     if not file.exists():
@@ -88,7 +91,7 @@ def _finish(outcome) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.nightly_audit import AuditParameters, nightly_audit
+    from stethoscope.flows.nightly_audit import AuditParameters, nightly_audit
 
     out = Path(args.out)
     params = AuditParameters.model_validate(
@@ -98,19 +101,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flows.demo import run_demo
+    from stethoscope.flows.demo import run_demo
 
     return _finish(run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed))
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from flows.analyze_predictions import analyze_flow
+    from stethoscope.flows.analyze_predictions import analyze_flow
 
     return _finish(analyze_flow(Path(args.predictions), Path(args.out)))
 
 
 def _audit_model(args: argparse.Namespace) -> int:
-    from flows.audit_model import AuditModelParameters, audit_model_flow
+    from stethoscope.flows.audit_model import AuditModelParameters, audit_model_flow
 
     out = Path(args.out)
     params = AuditModelParameters.model_validate(
@@ -120,7 +123,7 @@ def _audit_model(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.serve import ServeOptions, serve
+    from stethoscope.flows.serve import ServeOptions, serve
 
     return serve(ServeOptions(port=args.port, demo_cohort=not args.no_demo_cohort,
                               alert_webhook=args.alert_webhook))
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
     from pydantic import ValidationError
 
-    from schemas.errors import DataContractError, UsageError
+    from stethoscope.schemas.errors import DataContractError, UsageError
 
     try:
         return args.func(args)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.nightly_audit import AuditParameters, RunOutcome, nightly_audit
-from tasks.simulate import SimulateConfig, simulate_task
+from stethoscope.flows.nightly_audit import AuditParameters, RunOutcome, nightly_audit
+from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
+from stethoscope.tasks.cohorts.simulate.task import simulate_task
 
 DEMO_STEPS = 1024
 

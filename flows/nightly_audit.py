@@ -16,19 +16,27 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.roots import FormPath
-from model.deepheart import ModelConfig
-from schemas.layout import CohortPaths, RunPaths
-from tasks.activations import ActivationsConfig, activations_task
-from tasks.analyze import AnalyzeConfig, analyze_task
-from tasks.gradients import GradientsConfig, gradients_task
-from tasks.labels import LabelsConfig, user_weeks_task
-from tasks.policy import stage_options
-from tasks.report import report_task
-from tasks.sequences import SequencesConfig, sequences_task
-from tasks.synthetic import SyntheticConfig, synthetic_task
-from tasks.train import DEAD_UNITS_FILE, TrainConfig, train_task
-from tasks.validate import ValidateConfig, validate_task
+from stethoscope.flows.roots import FormPath
+from stethoscope.model.deepheart import ModelConfig
+from stethoscope.schemas.layout import CohortPaths, RunPaths
+from stethoscope.tasks.analyze.config import AnalyzeConfig
+from stethoscope.tasks.analyze.task import analyze_task
+from stethoscope.tasks.audits.activations.config import ActivationsConfig
+from stethoscope.tasks.audits.activations.task import activations_task
+from stethoscope.tasks.audits.gradients.config import GradientsConfig
+from stethoscope.tasks.audits.gradients.task import gradients_task
+from stethoscope.tasks.audits.synthetic.config import SyntheticConfig
+from stethoscope.tasks.audits.synthetic.task import synthetic_task
+from stethoscope.tasks.labels.config import LabelsConfig
+from stethoscope.tasks.labels.task import user_weeks_task
+from stethoscope.tasks.report.task import report_task
+from stethoscope.tasks.sequences.config import SequencesConfig
+from stethoscope.tasks.sequences.task import sequences_task
+from stethoscope.tasks.shared.policy import stage_options
+from stethoscope.tasks.train.config import DEAD_UNITS_FILE, TrainConfig
+from stethoscope.tasks.train.task import train_task
+from stethoscope.tasks.validate.config import ValidateConfig
+from stethoscope.tasks.validate.task import validate_task
 
 MINUTE = 60
 

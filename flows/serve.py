@@ -29,8 +29,8 @@ from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from flows.roots import ROOTS_ENV
-from schemas.errors import UsageError
+from stethoscope.flows.roots import ROOTS_ENV
+from stethoscope.schemas.errors import UsageError
 
 HOST = "127.0.0.1"
 POOL = "stethoscope"  # the work pool of every deployment in prefect.yaml
@@ -241,7 +241,8 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path, what: str) -> str:
 def _ensure_demo_cohort(path: Path) -> None:
     if (path / "users.parquet").exists():
         return
-    from tasks.simulate import SimulateConfig, simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
 
     print(f"simulating the demo cohort {path} (60 users x 2 weeks) ...", flush=True)
     simulate_cohort(SimulateConfig(users=60, weeks=2, seed=1), path)

@@ -1,5 +1,5 @@
 """The `simulate-cohort` flow: a synthetic cohort from the Prefect UI (deployment
-`simulate-cohort`), to try the audits without real data. Wiring only: tasks/simulate.py owns
+`simulate-cohort`), to try the audits without real data. Wiring only: tasks/cohorts/simulate/cohort.py owns
 the cohort and its planted effects."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.roots import FormPath
-from tasks.simulate import SimulateConfig, simulate_task
+from stethoscope.flows.roots import FormPath
+from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
+from stethoscope.tasks.cohorts.simulate.task import simulate_task
 
 
 class SimulateCohortParameters(BaseModel):

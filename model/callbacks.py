@@ -4,7 +4,7 @@ callback that records the share of dead units per layer after every epoch.
 The probe helpers live here (not in tasks/) because both the training-time callback and the
 activation audit use them, and imports run one way: tasks -> model.
 
-Dead unit (same definition as tasks/activations.py): exactly zero on >= `dead_threshold`
+Dead unit (same definition as tasks/audits/activations/audit.py): exactly zero on >= `dead_threshold`
 (0.99) of the (user-week, time) positions of the sample.
 """
 
@@ -225,7 +225,7 @@ class DeadUnitMonitor(keras.callbacks.Callback):
 
 
 def _write_json_atomic(obj: object, path: Path) -> None:
-    # model/ must not import tasks/ (imports run one way), hence this small copy of tasks.io.
+    # model/ must not import tasks/ (imports run one way), hence this small copy of tasks.shared.io.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")

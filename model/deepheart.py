@@ -30,8 +30,9 @@ import keras
 from keras import layers, ops
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import StageConfig
-from schemas.sequence_store import CHANNELS, METADATA_FEATURES
+from stethoscope.model.losses import MaskedBinaryCrossentropy, MaskedMeanSquaredError
+from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.sequence_store import CHANNELS, METADATA_FEATURES
 
 Recurrence = Literal["bilstm", "lstm", "bigru", "gru", "none"]
 
@@ -202,3 +203,13 @@ def _check_tasks(tasks: Sequence[TaskSpec]) -> None:
             f"task names must be unique (they name the heads); duplicated: {duplicates}. "
             "Rename the condition or synthetic target."
         )
+
+
+def compile_model(model: keras.Model, tasks: Sequence[TaskSpec], learning_rate: float) -> None:
+    """Adam; masked losses; a regression loss weighted 1/scale**2, i.e. in standardised units."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={t.head: MaskedBinaryCrossentropy() if t.kind == "classification"
+              else MaskedMeanSquaredError() for t in tasks},
+        loss_weights={t.head: 1.0 / t.scale**2 for t in tasks},
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.summary import (
+from stethoscope.schemas.summary import (
     ActivationsSection,
     DataSection,
     Finding,

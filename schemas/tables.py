@@ -80,7 +80,7 @@ PREDICTIONS = pa.schema(
     metadata={"doc": "One row per user-week and task; further columns are extra metadata."},
 )
 
-# --- labels: the user-week table (tasks.labels) --------------------------------------------
+# --- labels: the user-week table (tasks.labels.user_weeks) --------------------------------------------
 
 USER_WEEKS = pa.schema(
     [
@@ -105,7 +105,7 @@ USER_WEEKS = pa.schema(
         )
     ],
     metadata={"doc": "One row per user and local ISO week with samples: coverage, dominant "
-              "device and the synthetic targets (defined in tasks.labels)."},
+              "device and the synthetic targets (defined in tasks.labels.user_weeks)."},
 )
 USER_WEEK_TARGETS: tuple[str, ...] = tuple(
     f.name for f in USER_WEEKS if f.metadata and f.metadata.get(b"role") == b"target"

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.tables import SENSOR_LOGS, USERS
+from stethoscope.schemas.tables import SENSOR_LOGS, USERS
 
 START = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday
 

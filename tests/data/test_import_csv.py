@@ -14,16 +14,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main
-from schemas.errors import DataContractError, UsageError
-from schemas.layout import CohortPaths
-from schemas.tables import SENSOR_LOGS, USERS
-from tasks.import_csv import (
-    ImportConfig,
-    drop_duplicate_instants,
-    import_csv_exports,
-    localise_wall_clock,
-)
+from stethoscope.flows.cli import main
+from stethoscope.schemas.errors import DataContractError, UsageError
+from stethoscope.schemas.layout import CohortPaths
+from stethoscope.schemas.tables import SENSOR_LOGS, USERS
+from stethoscope.tasks.cohorts.import_csv.clock import drop_duplicate_instants, localise_wall_clock
+from stethoscope.tasks.cohorts.import_csv.config import ImportConfig
+from stethoscope.tasks.cohorts.import_csv.importer import import_csv_exports
 
 FITBIT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fitbit"
 VALUE_COLUMN = {"hr": "heartrate", "steps": "steps"}

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import DataContractError
-from schemas.tables import SENSOR_LOGS, USER_WEEK_TARGETS, USER_WEEKS, USERS
-from tasks.labels import LabelsConfig, build_user_weeks
+from stethoscope.schemas.errors import DataContractError
+from stethoscope.schemas.tables import SENSOR_LOGS, USER_WEEK_TARGETS, USER_WEEKS, USERS
+from stethoscope.tasks.labels.config import LabelsConfig
+from stethoscope.tasks.labels.user_weeks import build_user_weeks
 
 TEN_MINUTES = pd.Timedelta(minutes=10)
 
@@ -279,7 +280,8 @@ def test_broken_inputs_are_named_all_at_once(tmp_path):
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> tuple[Path, Path]:
     """A simulated cohort's sensor logs as clean files (they are sorted and unique)."""
-    from tasks.simulate import SimulateConfig, simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
 
     root = tmp_path_factory.mktemp("simulated")
     cohort = simulate_cohort(SimulateConfig(users=6, weeks=2, seed=3, users_per_file=4),
@@ -392,7 +394,7 @@ def test_every_target_matches_plain_pandas_on_a_simulated_cohort(tmp_path, simul
 
 
 def test_chunks_hold_whole_users_and_every_row_once(simulated):
-    from tasks._user_chunks import iter_user_chunks
+    from stethoscope.tasks.shared.user_chunks import iter_user_chunks
 
     clean, _ = simulated
     files = sorted(clean.glob("*.parquet"))

@@ -15,11 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import DataContractError
-from schemas.sequence_store import EXCLUDED, INDEX, SPLITS, StorePaths, StoreStats
-from schemas.tables import USER_WEEK_TARGETS
-from tasks.labels import LabelsConfig, build_user_weeks
-from tasks.sequences import SequencesConfig, assign_split, build_sequences
+from stethoscope.schemas.errors import DataContractError
+from stethoscope.schemas.sequence_store import EXCLUDED, INDEX, SPLITS, StorePaths, StoreStats
+from stethoscope.schemas.tables import USER_WEEK_TARGETS
+from stethoscope.tasks.labels.config import LabelsConfig
+from stethoscope.tasks.labels.user_weeks import build_user_weeks
+from stethoscope.tasks.sequences.build import assign_split, build_sequences
+from stethoscope.tasks.sequences.config import SequencesConfig
 from tests.data.test_labels import every, logs, write_clean
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,8 @@ def test_a_store_can_be_rebuilt_in_place(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not FITBIT.is_dir(), reason="the shared Fitbit exports are not here")
 def test_the_six_real_fitbit_users_get_user_weeks_and_sequences(tmp_path, caplog):
-    from tasks.import_csv import ImportConfig, import_csv_exports
+    from stethoscope.tasks.cohorts.import_csv.config import ImportConfig
+    from stethoscope.tasks.cohorts.import_csv.importer import import_csv_exports
 
     cohort = tmp_path / "cohort"
     import_csv_exports(FITBIT, cohort, ImportConfig(timezone="America/Los_Angeles"))
@@ -271,8 +274,8 @@ def test_a_user_week_table_of_other_logs_is_refused(tmp_path):
 def test_bins_equal_a_floor_division_reference_on_irregular_weeks():
     """Each bin against the definition, floor((t - start) T / duration), with a pandas groupby;
     week lengths that T does not divide (DST weeks), irregular sampling, nulls."""
-    from tasks._user_chunks import UserChunk
-    from tasks.sequences import _bin_rows
+    from stethoscope.tasks.sequences.build import _bin_rows
+    from stethoscope.tasks.shared.user_chunks import UserChunk
 
     rng = np.random.default_rng(3)
     num_steps = 64

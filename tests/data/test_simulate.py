@@ -18,18 +18,24 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-import tasks.simulate as simulate
-from flows.cli import main as cli_main
-from schemas.devices import DEVICE_CATALOG
-from schemas.errors import UsageError
-from schemas.layout import CohortPaths
-from schemas.tables import DEFAULT_CONDITIONS, LABELS, SENSOR_LOGS, SEXES, USERS
-from tasks._simulate_signals import UserMinutes, UserProfile, minute_grid, simulate_user_minutes
-from tasks.simulate import SimulateConfig, SimulateResult, draw_user_profiles, simulate_cohort
+from stethoscope.flows.cli import main as cli_main
+from stethoscope.schemas.devices import DEVICE_CATALOG
+from stethoscope.schemas.errors import UsageError
+from stethoscope.schemas.layout import CohortPaths
+from stethoscope.schemas.tables import DEFAULT_CONDITIONS, LABELS, SENSOR_LOGS, SEXES, USERS
+from stethoscope.tasks.cohorts.simulate import cohort as simulate
+from stethoscope.tasks.cohorts.simulate.cohort import draw_user_profiles, simulate_cohort
+from stethoscope.tasks.cohorts.simulate.config import SimulateConfig, SimulateResult
+from stethoscope.tasks.cohorts.simulate.signals import (
+    UserMinutes,
+    UserProfile,
+    minute_grid,
+    simulate_user_minutes,
+)
 
 COHORT = SimulateConfig(users=40, weeks=2, seed=0, users_per_file=16)
 MINUTES_PER_WEEK = 7 * 1440
-# Magnitudes as documented in tasks.simulate's docstring (and cited by the README).
+# Magnitudes as documented in tasks.cohorts.simulate.cohort's docstring (and cited by the README).
 HYPERTENSION_BPM = 6.0
 GEN1_SLEEP_BIAS_BPM = 6.0
 

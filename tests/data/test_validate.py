@@ -12,11 +12,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main
-from schemas.errors import DataContractError
-from schemas.layout import CohortPaths, RunPaths
-from schemas.tables import QUARANTINE, SENSOR_LOGS
-from tasks.validate import ValidateConfig, validate_cohort
+from stethoscope.flows.cli import main
+from stethoscope.schemas.errors import DataContractError
+from stethoscope.schemas.layout import CohortPaths, RunPaths
+from stethoscope.schemas.tables import QUARANTINE, SENSOR_LOGS
+from stethoscope.tasks.validate.config import ValidateConfig
+from stethoscope.tasks.validate.gate import validate_cohort
 
 from .conftest import sensor_table
 
@@ -272,7 +273,8 @@ FITBIT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fitbi
 
 @pytest.mark.skipif(not FITBIT.is_dir(), reason=f"real Fitbit exports not found at {FITBIT}")
 def test_the_six_real_fitbit_users_import_and_validate_end_to_end(tmp_path):
-    from tasks.import_csv import ImportConfig, import_csv_exports
+    from stethoscope.tasks.cohorts.import_csv.config import ImportConfig
+    from stethoscope.tasks.cohorts.import_csv.importer import import_csv_exports
 
     imported = import_csv_exports(FITBIT, tmp_path / "fitbit", ImportConfig(timezone="UTC"))
     result, run = _run(tmp_path / "fitbit", tmp_path, ValidateConfig(now=datetime.now(UTC)))

@@ -126,7 +126,8 @@ class PrefectStack:
 
 @pytest.fixture(scope="session")
 def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
-    from tasks.simulate import SimulateConfig, simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+    from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
 
     root = tmp_path_factory.mktemp("stack")
     data_root = root / "data"
@@ -146,7 +147,7 @@ def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
     pids: dict[str, int] = {}
     with open(log, "wb") as output:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--no-demo-cohort",
+            [sys.executable, "-m", "stethoscope.flows.cli", "serve", "--port", str(port), "--no-demo-cohort",
              "--alert-webhook", webhook.url],
             cwd=PROJECT, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:

@@ -13,10 +13,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flows.cli import main
-from flows.nightly_audit import AuditParameters, nightly_audit
-from schemas.summary import SCHEMA_FILE, Summary
-from tasks.simulate import SimulateConfig, simulate_cohort
+from stethoscope.flows.cli import main
+from stethoscope.flows.nightly_audit import AuditParameters, nightly_audit
+from stethoscope.schemas.summary import SCHEMA_FILE, Summary
+from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
 from tests.flows.conftest import tiny_settings
 
 pytestmark = pytest.mark.slow

@@ -47,12 +47,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.layout import RunPaths
-from schemas.tables import PREDICTIONS
-from tasks.analyze import AnalysisResult, AnalyzeConfig, analyze_predictions
-from tasks.labels import LabelsConfig, build_user_weeks
-from tasks.simulate import SimulateConfig, simulate_cohort
-from tasks.validate import ValidateConfig, validate_cohort
+from stethoscope.schemas.layout import RunPaths
+from stethoscope.schemas.tables import PREDICTIONS
+from stethoscope.tasks.analyze.analysis import analyze_predictions
+from stethoscope.tasks.analyze.config import AnalysisResult, AnalyzeConfig
+from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
+from stethoscope.tasks.labels.config import LabelsConfig
+from stethoscope.tasks.labels.user_weeks import build_user_weeks
+from stethoscope.tasks.validate.config import ValidateConfig
+from stethoscope.tasks.validate.gate import validate_cohort
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from flows.audit_model import AuditModelParameters
-from flows.nightly_audit import AuditParameters
-from flows.simulate_cohort import SimulateCohortParameters
+from stethoscope.flows.audit_model import AuditModelParameters
+from stethoscope.flows.nightly_audit import AuditParameters
+from stethoscope.flows.simulate_cohort import SimulateCohortParameters
 from tests.flows.conftest import PROJECT, TINY_SETTINGS, PrefectStack
 
 pytestmark = pytest.mark.integration

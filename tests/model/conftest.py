@@ -18,7 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.sequence_store import CHANNELS, INDEX, METADATA_FEATURES, StorePaths, StoreStats
+from stethoscope.schemas.sequence_store import (
+    CHANNELS,
+    INDEX,
+    METADATA_FEATURES,
+    StorePaths,
+    StoreStats,
+)
 
 CONDITIONS = ("diabetes", "sleep_apnea")
 TARGETS = ("hr_std_day_minus_night",)

@@ -13,15 +13,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model.callbacks import DeadUnitMonitor, activation_layers, build_probe
-from tasks.activations import (
-    UNITS_SCHEMA,
-    ActivationsConfig,
-    activation_findings,
-    activations_task,
-    audit_activations,
-    plot_heatmaps,
-)
+from stethoscope.model.callbacks import DeadUnitMonitor, activation_layers, build_probe
+from stethoscope.tasks.audits.activations.audit import audit_activations
+from stethoscope.tasks.audits.activations.config import UNITS_SCHEMA, ActivationsConfig
+from stethoscope.tasks.audits.activations.findings import activation_findings
+from stethoscope.tasks.audits.activations.plots import plot_heatmaps
+from stethoscope.tasks.audits.activations.task import activations_task
 from tests.model.conftest import healthy_audit_model, write_array_store
 
 T, C, M = 64, 3, 4

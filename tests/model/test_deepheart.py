@@ -13,7 +13,7 @@ import pydantic
 import pytest
 import tensorflow as tf
 
-from model.deepheart import (
+from stethoscope.model.deepheart import (
     ModelConfig,
     TaskSpec,
     build_model,
@@ -21,7 +21,7 @@ from model.deepheart import (
     inspected_layer_names,
     transfer_weights,
 )
-from model.losses import MaskedBinaryCrossentropy, MaskedMeanSquaredError
+from stethoscope.model.losses import MaskedBinaryCrossentropy, MaskedMeanSquaredError
 
 T = 64
 TASKS = [

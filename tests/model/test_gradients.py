@@ -12,17 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import DataContractError
-from tasks._batches import iter_store_batches, load_audit_model
-from tasks.gradients import (
-    PROFILE_SCHEMA,
-    GradientsConfig,
-    audit_gradients,
-    dependency_horizon,
-    gradient_findings,
-    gradient_profile,
-    gradients_task,
-)
+from stethoscope.schemas.errors import DataContractError
+from stethoscope.tasks.audits.gradients.audit import audit_gradients, dependency_horizon
+from stethoscope.tasks.audits.gradients.config import PROFILE_SCHEMA, GradientsConfig
+from stethoscope.tasks.audits.gradients.findings import gradient_findings
+from stethoscope.tasks.audits.gradients.profile import gradient_profile
+from stethoscope.tasks.audits.gradients.task import gradients_task
+from stethoscope.tasks.shared.audited_model import load_audit_model
+from stethoscope.tasks.shared.store import iter_store_batches
 from tests.model.conftest import healthy_audit_model, write_array_store
 
 C, M = 3, 4

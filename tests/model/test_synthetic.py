@@ -11,26 +11,28 @@ import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
 
-from model.deepheart import ModelConfig
-from schemas.errors import UsageError
-from schemas.sequence_store import StorePaths, StoreStats
-from tasks.outcomes import outcome_of
-from tasks.synthetic import (
+from stethoscope.model.deepheart import ModelConfig
+from stethoscope.schemas.errors import UsageError
+from stethoscope.schemas.sequence_store import StorePaths, StoreStats
+from stethoscope.tasks.audits.synthetic.audit import (
+    audit_synthetic,
+    is_learned,
+    learnability_table,
+    score_target,
+)
+from stethoscope.tasks.audits.synthetic.config import (
     LEARNABILITY_SCHEMA,
     PREREQUISITES,
     UNNAMED_PREREQUISITE,
     SyntheticAudit,
     SyntheticConfig,
     TargetScore,
-    audit_synthetic,
-    is_learned,
-    learnability_table,
-    plot_learnability,
     prerequisite_of,
-    score_target,
-    synthetic_findings,
-    synthetic_task,
 )
+from stethoscope.tasks.audits.synthetic.findings import synthetic_findings
+from stethoscope.tasks.audits.synthetic.plots import plot_learnability
+from stethoscope.tasks.audits.synthetic.task import synthetic_task
+from stethoscope.tasks.report.outcomes import outcome_of
 from tests.model.conftest import write_store
 
 NUM_STEPS = 64

@@ -11,16 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model.deepheart import ModelConfig, TaskSpec
-from schemas.errors import DataContractError, UsageError
-from schemas.tables import PREDICTIONS
-from tasks.train import (
-    PREDICTION_COLUMNS,
-    TrainConfig,
+from stethoscope.model.deepheart import ModelConfig, TaskSpec
+from stethoscope.schemas.errors import DataContractError, UsageError
+from stethoscope.schemas.tables import PREDICTIONS
+from stethoscope.tasks.shared.datasets import epoch_order
+from stethoscope.tasks.train.config import PREDICTION_COLUMNS, TrainConfig
+from stethoscope.tasks.train.training import (
     _dataset,
     _open_store,
     _task_specs,
-    epoch_order,
     plan_phases,
     train_model,
 )

@@ -14,20 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from schemas.errors import DataContractError
-from schemas.summary import PredictionsSection
-from schemas.tables import PREDICTIONS
-from tasks import _stats
-from tasks._analysis_plots import load_samples, week_window
-from tasks.analyze import (
-    AnalysisResult,
-    AnalyzeConfig,
-    age_bands,
-    analyze_frame,
-    analyze_predictions,
-    normalise_predictions,
-    read_predictions,
-)
+from stethoscope.schemas.errors import DataContractError
+from stethoscope.schemas.summary import PredictionsSection
+from stethoscope.schemas.tables import PREDICTIONS
+from stethoscope.tasks.analyze.analysis import analyze_frame, analyze_predictions
+from stethoscope.tasks.analyze.config import AnalysisResult, AnalyzeConfig
+from stethoscope.tasks.analyze.inputs import normalise_predictions, read_predictions
+from stethoscope.tasks.analyze.metadata import age_bands
+from stethoscope.tasks.analyze.plots import load_samples, week_window
+from stethoscope.tasks.shared import stats as _stats
 
 FAST = {"num_bootstrap": 300, "num_permutations": 300}
 DEVICES = {1: "apple_watch_1st_gen", 2: "apple_watch_series_2", 3: "apple_watch_series_3",
@@ -296,7 +291,7 @@ def test_oldest_generation_effect_of_the_simulator_is_found():
 
 
 def _records(tables) -> AnalysisResult:
-    from tasks.analyze import stratum_records, task_records, top_loss_records
+    from stethoscope.tasks.analyze.records import stratum_records, task_records, top_loss_records
 
     return AnalysisResult(tasks=task_records(tables.tasks), strata=stratum_records(tables.strata),
                           top_losses=top_loss_records(tables.top_predictions),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import _kernels as kernels
+from stethoscope.tasks.shared import kernels
 
 MINUTE = 60_000_000
 WEEK = 7 * 1440 * MINUTE

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from flows.audit_model import AuditModelParameters
-from flows.nightly_audit import AuditParameters
-from flows.roots import FORM_PATH_PATTERN, ROOTS_ENV, WORKER_RUN_ENV, confine
-from schemas.layout import RunPaths
-from schemas.outcome import Figure, StageOutcome
-from schemas.summary import (
+from stethoscope.flows.audit_model import AuditModelParameters
+from stethoscope.flows.nightly_audit import AuditParameters
+from stethoscope.flows.roots import FORM_PATH_PATTERN, ROOTS_ENV, WORKER_RUN_ENV, confine
+from stethoscope.schemas.layout import RunPaths
+from stethoscope.schemas.outcome import Figure, StageOutcome
+from stethoscope.schemas.summary import (
     ActivationsSection,
     DataSection,
     Finding,
@@ -29,8 +29,11 @@ from schemas.summary import (
     TaskMetrics,
     TopLoss,
 )
-from tasks import report
-from tasks.history import HISTORY, history_file, read_history, record_run
+from stethoscope.tasks.report import artifacts as report_artifacts
+from stethoscope.tasks.report import events as report_events
+from stethoscope.tasks.report import html as report_html
+from stethoscope.tasks.report import links as report_links
+from stethoscope.tasks.report.history import HISTORY, history_file, read_history, record_run
 
 EVIL = "<script>alert('x')</script>"
 EVIL_DEVICE = '<img src=x onerror="alert(1)">'
@@ -84,7 +87,7 @@ def test_data_strings_with_html_come_out_escaped(tmp_path: Path) -> None:
     figure.write_bytes(PNG)
     outcomes = [StageOutcome(stage="predictions", notes=[f"device {EVIL_DEVICE} unknown"],
                              figures=[Figure("predictions", f"forest {EVIL}", figure, EVIL_COLUMN)])]
-    path = report.render_report(summary(findings=(DEAD,)), outcomes, tmp_path / "report.html")
+    path = report_html.render_report(summary(findings=(DEAD,)), outcomes, tmp_path / "report.html")
     html = path.read_text()
 
     for raw in (EVIL, EVIL_DEVICE, EVIL_COLUMN):
@@ -126,7 +129,7 @@ def test_history_appends_one_row_per_run_and_marks_what_is_new(tmp_path: Path) -
     assert [r.run_id for r in read_history(history_file(runs))] == ["r1", "other", "r2"]
 
     run = RunPaths(runs / "r2")
-    html = report.render_report(second, [], run.report, trend).read_text()
+    html = report_html.render_report(second, [], run.report, trend).read_text()
     trend_section = html.split("<h2>Trend</h2>")[1].split("<h2>")[0]
     assert "r1" in trend_section and "(this run)" in trend_section and "25% conv_1" in trend_section
     verdict = html.split("<h2>Verdict</h2>")[1].split("<h2>")[0]
@@ -135,7 +138,7 @@ def test_history_appends_one_row_per_run_and_marks_what_is_new(tmp_path: Path) -
 
 def test_first_run_has_no_trend_and_nothing_new(tmp_path: Path) -> None:
     trend = record_run(summary("r1", findings=(DEAD,)), tmp_path, flow="f")
-    html = report.render_report(summary("r1", findings=(DEAD,)), [], tmp_path / "r1" / "report.html",
+    html = report_html.render_report(summary("r1", findings=(DEAD,)), [], tmp_path / "r1" / "report.html",
                                 trend).read_text()
     assert "nothing to compare with yet" in html and 'class="new"' not in html
 
@@ -186,12 +189,12 @@ def events(monkeypatch: pytest.MonkeyPatch):
 
 def test_a_failed_run_emits_the_event_with_the_model_and_the_run(
         tmp_path: Path, artifacts: list, events, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(report.REPORTS_URL_ENV, "http://127.0.0.1:4299/files")
+    monkeypatch.setenv(report_links.REPORTS_URL_ENV, "http://127.0.0.1:4299/files")
     run = RunPaths(tmp_path / "runs" / "r2")
     model = str(tmp_path / "runs" / "r2" / "model" / "model.keras")
-    report.publish(summary("r2", findings=(DEAD,)), run, [], None, model)
+    report_artifacts.publish(summary("r2", findings=(DEAD,)), run, [], None, model)
 
-    [event] = [e for e in events() if e.event == report.FAILED_EVENT]
+    [event] = [e for e in events() if e.event == report_events.FAILED_EVENT]
     assert event.resource.id == f"stethoscope.model.{model}"
     assert event.resource["stethoscope.run-id"] == "r2"
     assert event.resource["stethoscope.run-dir"] == str(run.root.resolve())
@@ -204,11 +207,11 @@ def test_a_failed_run_emits_the_event_with_the_model_and_the_run(
 
 def test_a_passing_run_emits_no_event_and_publishes_its_artifacts(
         tmp_path: Path, artifacts: list, events, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(report.REPORTS_URL_ENV, raising=False)
+    monkeypatch.delenv(report_links.REPORTS_URL_ENV, raising=False)
     plots = []
     for name in ("scatter_diabetes", "forest_diabetes", "profile", "huge"):
         plots.append(tmp_path / f"{name}.png")
-        plots[-1].write_bytes(PNG if name != "huge" else PNG + b"\0" * report._MAX_IMAGE_BYTES)
+        plots[-1].write_bytes(PNG if name != "huge" else PNG + b"\0" * report_artifacts._MAX_IMAGE_BYTES)
     outcomes = [StageOutcome(stage="predictions", figures=[
                     Figure("predictions", plots[0].stem, plots[0]),
                     Figure("predictions", plots[1].stem.replace("_", " "), plots[1])]),
@@ -219,9 +222,9 @@ def test_a_passing_run_emits_no_event_and_publishes_its_artifacts(
     current = summary("r2", finished=T0 + timedelta(days=1))
     trend = record_run(current, runs, flow="f")
     run = RunPaths(runs / "r2")
-    report.publish(current, run, outcomes, trend, None)
+    report_artifacts.publish(current, run, outcomes, trend, None)
 
-    assert not [e for e in events() if e.event == report.FAILED_EVENT]
+    assert not [e for e in events() if e.event == report_events.FAILED_EVENT]
     kinds = {kw.get("key"): kind for kind, kw in artifacts}
     assert kinds == {"verdict": "markdown", "report": "link", "summary": "link", "history": "table",
                      "plot-gradients": "image", "plot-predictions": "image"}
@@ -241,7 +244,7 @@ def test_verdict_markdown_escapes_data_and_marks_new_findings(tmp_path: Path, ar
                     message=f"devices not in the catalog: {EVIL_DEVICE} | x", recommendation="add")
     current = summary("r2", finished=T0 + timedelta(days=1), findings=(weird,))
     trend = record_run(current, runs, flow="f")
-    report.publish(current, RunPaths(runs / "r2"), [], trend, None)
+    report_artifacts.publish(current, RunPaths(runs / "r2"), [], trend, None)
     markdown = next(kw["markdown"] for kind, kw in artifacts if kind == "markdown")
     assert EVIL_DEVICE not in markdown and "&lt;img src=x" in markdown and "\\| x" in markdown
     assert "| `UNKNOWN_DEVICES` |" in markdown and markdown.rstrip().endswith("| **new** |")
@@ -251,7 +254,7 @@ def test_verdict_markdown_escapes_data_and_marks_new_findings(tmp_path: Path, ar
 def test_a_first_run_has_no_new_column(tmp_path: Path, artifacts: list, events) -> None:
     current = summary("r1", findings=(DEAD,))
     trend = record_run(current, tmp_path, flow="f")
-    report.publish(current, RunPaths(tmp_path / "r1"), [], trend, None)
+    report_artifacts.publish(current, RunPaths(tmp_path / "r1"), [], trend, None)
     markdown = next(kw["markdown"] for kind, kw in artifacts if kind == "markdown")
     assert "| severity | stage | code | finding | recommendation |\n" in markdown
     assert "new" not in markdown.lower().split("recommendation |")[1].split("\n")[0]
@@ -262,9 +265,9 @@ def test_model_of_prefers_the_trained_model(tmp_path: Path) -> None:
     class Trained:
         model_path = tmp_path / "m.keras"
 
-    assert report.model_of({"model_file": "x.keras"}, [object(), Trained()]) == str(tmp_path / "m.keras")
-    assert report.model_of({"model_file": str(tmp_path / "x.keras")}, []) == str(tmp_path / "x.keras")
-    assert report.model_of({}, []) is None
+    assert report_events.model_of({"model_file": "x.keras"}, [object(), Trained()]) == str(tmp_path / "m.keras")
+    assert report_events.model_of({"model_file": str(tmp_path / "x.keras")}, []) == str(tmp_path / "x.keras")
+    assert report_events.model_of({}, []) is None
 
 
 # --- paths from the run form ------------------------------------------------------------

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tasks._validate_files import CANONICAL
-from tasks._validate_rules import _duplicates, sort_rows
+from stethoscope.tasks.validate.files import CANONICAL
+from stethoscope.tasks.validate.rules import _duplicates, sort_rows
 
 
 def _duplicates_by_loop(user, ts, eligible):

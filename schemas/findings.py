@@ -1,0 +1,87 @@
+"""Every finding code stethoscope raises, in one registry.
+
+A code is a stable upper-case identifier: dashboards, automations and the history table key on
+it, so a code is never renamed, only added. `Finding.code` (schemas/summary.py) accepts only the
+codes below; a stage names its codes through `FindingCode`, never as a string literal. The
+registry also says which stage raises each code and what it means, for the report and the docs
+(docs/architecture.md, "Findings").
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class FindingCode(StrEnum):
+    # validate
+    FILES_SET_ASIDE = "FILES_SET_ASIDE"
+    ROWS_QUARANTINED = "ROWS_QUARANTINED"
+    UNKNOWN_DEVICES = "UNKNOWN_DEVICES"
+    EXPECTATIONS_FAILED = "EXPECTATIONS_FAILED"
+    # synthetic audit
+    SYNTHETIC_NOT_LEARNED = "SYNTHETIC_NOT_LEARNED"
+    SYNTHETIC_NOT_EVALUATED = "SYNTHETIC_NOT_EVALUATED"
+    # activation audit
+    DEAD_UNITS = "DEAD_UNITS"
+    CONSTANT_UNITS = "CONSTANT_UNITS"
+    SATURATED_UNITS = "SATURATED_UNITS"
+    # gradient audit
+    SHORT_MEMORY = "SHORT_MEMORY"
+    VANISHING_GRADIENTS = "VANISHING_GRADIENTS"
+    EXPLODING_GRADIENTS = "EXPLODING_GRADIENTS"
+    # analyze
+    NO_PREDICTIONS = "NO_PREDICTIONS"
+    TASK_NOT_EVALUABLE = "TASK_NOT_EVALUABLE"
+    BASELINE_UNAVAILABLE = "BASELINE_UNAVAILABLE"
+    METADATA_DOMINATED = "METADATA_DOMINATED"
+    WEAK_STRATUM = "WEAK_STRATUM"
+    UNDERPOWERED_STRATUM = "UNDERPOWERED_STRATUM"
+    LOSS_PATTERN = "LOSS_PATTERN"
+
+
+class CodeInfo(NamedTuple):
+    stage: str
+    meaning: str
+
+
+REGISTRY: dict[FindingCode, CodeInfo] = {
+    FindingCode.FILES_SET_ASIDE: CodeInfo(
+        "validate", "sensor-log files that could not be read or break the schema, set aside whole"),
+    FindingCode.ROWS_QUARANTINED: CodeInfo(
+        "validate", "rows that broke a row rule, kept in validation/quarantine/ with the rule"),
+    FindingCode.UNKNOWN_DEVICES: CodeInfo(
+        "validate", "device keys missing from the device catalog (stratum `unknown`)"),
+    FindingCode.EXPECTATIONS_FAILED: CodeInfo(
+        "validate", "the great-expectations suite failed on the sample"),
+    FindingCode.SYNTHETIC_NOT_LEARNED: CodeInfo(
+        "synthetic", "the network does not learn a synthetic target within the budget"),
+    FindingCode.SYNTHETIC_NOT_EVALUATED: CodeInfo(
+        "synthetic", "too few user-weeks to fit or score a synthetic target"),
+    FindingCode.DEAD_UNITS: CodeInfo(
+        "activations", "units that output zero for every input of the sample"),
+    FindingCode.CONSTANT_UNITS: CodeInfo(
+        "activations", "units whose output does not change over time or inputs (bias only)"),
+    FindingCode.SATURATED_UNITS: CodeInfo(
+        "activations", "tanh/sigmoid units stuck at the ends of their range"),
+    FindingCode.SHORT_MEMORY: CodeInfo(
+        "gradients", "the input-gradient horizon is shorter than the context the task needs"),
+    FindingCode.VANISHING_GRADIENTS: CodeInfo(
+        "gradients", "per-layer gradient norms shrink by orders of magnitude towards the input"),
+    FindingCode.EXPLODING_GRADIENTS: CodeInfo(
+        "gradients", "per-layer gradient norms grow by orders of magnitude towards the input"),
+    FindingCode.NO_PREDICTIONS: CodeInfo(
+        "predictions", "the predictions table holds no rows to analyse"),
+    FindingCode.TASK_NOT_EVALUABLE: CodeInfo(
+        "predictions", "a task with too few positives or negatives for an AUROC"),
+    FindingCode.BASELINE_UNAVAILABLE: CodeInfo(
+        "predictions", "the metadata-only baseline could not be fitted"),
+    FindingCode.METADATA_DOMINATED: CodeInfo(
+        "predictions", "the network adds little over a logistic regression on age and sex"),
+    FindingCode.WEAK_STRATUM: CodeInfo(
+        "predictions", "a stratum (e.g. a device generation) where the network is worse"),
+    FindingCode.UNDERPOWERED_STRATUM: CodeInfo(
+        "predictions", "strata too small to tell a difference, with the effect they could see"),
+    FindingCode.LOSS_PATTERN: CodeInfo(
+        "predictions", "a value that is over-represented among the worst losses"),
+}

@@ -1,0 +1,1 @@
+"""Analyze stage: the prediction analysis (metadata baseline, losses, strata)."""

@@ -1,0 +1,193 @@
+"""The analyze stage: what a network's predictions say beyond its AUROC (DESIGN sections 1.4, 4).
+
+It owns, per task, on the evaluation rows of `predictions.parquet`:
+1. AUROC with a 95% interval from a bootstrap over users (weeks of one user stay together),
+   AUPRC and Brier score;
+2. a metadata baseline (logistic regression on age and sex) and whether the network beats it
+   (`METADATA_DOMINATED` when the gain is not significant or their scores are too correlated);
+3. the most egregious false positives/negatives and the most confident correct predictions;
+4. loss patterns: metadata values over-represented among the largest losses (`LOSS_PATTERN`);
+5. strata (device generation, sex, age band, ...): AUROC vs the rest of the cohort with an
+   interval and a permutation p-value, corrected across strata and tasks (`WEAK_STRATUM`); a
+   stratum too small to test is reported as such (`UNDERPOWERED_STRATUM`), never passed.
+
+`analyze_frame` is the pure core (a DataFrame in, tables and findings out); `analyze_predictions`
+reads the file, writes tables and plots under `out_dir`; `analyze_task` is the Prefect shell.
+The parts live in private modules: the predictions contract in `tasks/analyze/inputs.py`,
+metadata labels and the baseline in `tasks/analyze/metadata.py`, strata in
+`tasks/analyze/strata.py`, loss patterns and top rows in `tasks/analyze/losses.py`,
+findings and summary records in `tasks/analyze/findings.py`, the statistics in
+`tasks/shared/stats.py`, the plots in `tasks/analyze/plots.py`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy import stats
+from sklearn.metrics import average_precision_score, brier_score_loss
+
+from stethoscope.tasks.analyze import plots
+from stethoscope.tasks.analyze.config import AnalysisResult, AnalysisTables, AnalyzeConfig
+from stethoscope.tasks.analyze.findings import findings_of
+from stethoscope.tasks.analyze.inputs import (
+    read_predictions,
+)
+from stethoscope.tasks.analyze.losses import (
+    LOSS_PATTERN_COLUMNS,
+    TOP_COLUMNS,
+    correct_patterns,
+    decision_threshold,
+    loss_patterns,
+    top_predictions,
+)
+from stethoscope.tasks.analyze.metadata import (
+    fit_baseline,
+    metadata_categories,
+)
+from stethoscope.tasks.analyze.records import stratum_records, task_records, top_loss_records
+from stethoscope.tasks.analyze.strata import (
+    STRATA_COLUMNS,
+    correct_strata,
+    strata_table,
+    stratum_definitions,
+)
+from stethoscope.tasks.shared import stats as _stats
+from stethoscope.tasks.shared.io import write_json_atomic, write_parquet_atomic
+
+
+def analyze_frame(frame: pd.DataFrame, config: AnalyzeConfig) -> AnalysisTables:
+    """The whole analysis of a normalised predictions frame (see `read_predictions`)."""
+    evaluation = frame[frame["split"].isin(config.eval_splits)].copy()
+    evaluation["baseline_score"], fits = fit_baseline(frame, config)
+    categories = metadata_categories(evaluation, config)
+    inputs = [_task_input(task_name, rows, categories.loc[rows.index], fits[task_name], config)
+              for task_name, rows in evaluation.groupby("task", sort=True)]
+    num_tests = sum(s["members"] is not None for t in inputs for s in t.strata)
+    permutations = _stats.permutations_needed(num_tests, config.alpha, config.num_permutations)
+    per_task = [_analyze_one_task(t, permutations, config) for t in inputs]
+    tasks = pd.DataFrame([r.metrics for r in per_task], columns=_TASK_COLUMNS)
+    strata = correct_strata(_concat([r.strata for r in per_task], STRATA_COLUMNS), config)
+    patterns = correct_patterns(
+        _concat([r.patterns for r in per_task], LOSS_PATTERN_COLUMNS), config)
+    top = _concat([r.top for r in per_task], TOP_COLUMNS)
+    baseline = evaluation[["user_id", "week_start", "task", "split", "y_true", "y_score",
+                           "baseline_score"]].reset_index(drop=True)
+    return AnalysisTables(tasks, strata, patterns, top, baseline,
+                          findings_of(tasks, strata, patterns, config))
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Per-task tables stacked; an empty table with its columns when there is no task."""
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+@dataclass(frozen=True)
+class _TaskInput:
+    name: str
+    rows: pd.DataFrame  # evaluation rows of the task, with baseline_score
+    categories: pd.DataFrame  # metadata labels of these rows
+    user_index: np.ndarray  # row -> user number
+    strata: list[dict]  # see stratum_definitions
+    fit: str  # how the baseline was fitted: train, cross-fit, none
+
+
+@dataclass(frozen=True)
+class _TaskTables:
+    metrics: dict
+    strata: pd.DataFrame
+    patterns: pd.DataFrame
+    top: pd.DataFrame
+
+
+def _task_input(name: str, rows: pd.DataFrame, categories: pd.DataFrame, fit: str,
+                config: AnalyzeConfig) -> _TaskInput:
+    user_index, users = pd.factorize(rows["user_id"])
+    strata = stratum_definitions(rows, categories, user_index, len(users), config)
+    return _TaskInput(name, rows, categories, user_index, strata, fit)
+
+
+def _analyze_one_task(t: _TaskInput, num_permutations: int, config: AnalyzeConfig) -> _TaskTables:
+    y, scores = t.rows["y_true"].to_numpy(), t.rows["y_score"].to_numpy()
+    baseline = None if t.fit == "none" else t.rows["baseline_score"].to_numpy()
+    # One random stream per task, independent of which other tasks are present.
+    rng = np.random.default_rng([config.seed, zlib.crc32(t.name.encode())])
+    resampling = _stats.Resampling(config.num_bootstrap, num_permutations, config.alpha, rng)
+    comparison = _stats.compare_task(scores, y, t.user_index, baseline,
+                                     [(s["mask"], s["members"]) for s in t.strata], resampling)
+    predicted = scores >= decision_threshold(scores, y, config.decision_threshold)
+    return _TaskTables(
+        metrics=_task_metrics(t, comparison, baseline, config),
+        strata=strata_table(t.name, t.strata, comparison, config),
+        patterns=loss_patterns(t.name, t.rows, t.categories, predicted, config),
+        top=top_predictions(t.name, t.rows, predicted, config.top_k),
+    )
+
+
+def _task_metrics(t: _TaskInput, comparison: _stats.TaskComparison,
+                  baseline: np.ndarray | None, config: AnalyzeConfig) -> dict:
+    y, scores = t.rows["y_true"].to_numpy(), t.rows["y_score"].to_numpy()
+    both = 0 < y.sum() < len(y)
+    pearson = spearman = None
+    if baseline is not None and np.std(scores) > 0 and np.std(baseline) > 0:
+        pearson = float(stats.pearsonr(scores, baseline).statistic)
+        spearman = float(stats.spearmanr(scores, baseline).statistic)
+    low, high = comparison.auroc_ci or (None, None)
+    gain_low, gain_high = comparison.gain_ci or (None, None)
+    return {
+        "task": t.name, "n": len(y), "num_users": int(t.user_index.max()) + 1,
+        "positives": int(y.sum()),
+        "auroc": comparison.auroc, "auroc_ci_low": low, "auroc_ci_high": high,
+        "auprc": float(average_precision_score(y, scores)) if both else None,
+        "brier": float(brier_score_loss(y, scores, labels=[0, 1])),
+        "baseline_fit": t.fit, "baseline_auroc": comparison.baseline_auroc,
+        "gain_vs_baseline": None if comparison.baseline_auroc is None or comparison.auroc is None
+        else comparison.auroc - comparison.baseline_auroc,
+        "gain_ci_low": gain_low, "gain_ci_high": gain_high,
+        "gain_p_value": comparison.gain_p_value,
+        "pearson_with_baseline": pearson, "spearman_with_baseline": spearman,
+        "corr_with_baseline": pearson if config.correlation == "pearson" else spearman,
+    }
+
+
+_TASK_COLUMNS = ["task", "n", "num_users", "positives", "auroc", "auroc_ci_low",
+                 "auroc_ci_high", "auprc", "brier", "baseline_fit", "baseline_auroc",
+                 "gain_vs_baseline", "gain_ci_low", "gain_ci_high", "gain_p_value",
+                 "pearson_with_baseline", "spearman_with_baseline", "corr_with_baseline"]
+
+
+def analyze_predictions(predictions_file: Path, out_dir: Path, config: AnalyzeConfig,
+                        sensor_logs_dir: Path | None = None,
+                        users_file: Path | None = None) -> AnalysisResult:
+    """Read predictions, analyse them, write tables, plots and analysis.json under `out_dir`."""
+    frame = read_predictions(Path(predictions_file), config)
+    timezones = plots.read_timezones(users_file) if users_file else None
+    if timezones is not None and "timezone" not in frame.columns:
+        frame["timezone"] = frame["user_id"].map(timezones)
+    tables = analyze_frame(frame, config)
+    out_dir = Path(out_dir)
+    week_plots, skipped = plots.plot_top_weeks(tables.top_predictions, out_dir / "plots" / "weeks",
+                                               sensor_logs_dir, timezones)
+    top = tables.top_predictions.assign(week_plot=[str(p) if p else None for p in week_plots])
+    written = {name: write_parquet_atomic(pa.Table.from_pandas(table, preserve_index=False),
+                                          out_dir / f"{name}.parquet")
+               for name, table in (("tasks", tables.tasks), ("strata", tables.strata),
+                                   ("loss_patterns", tables.loss_patterns),
+                                   ("top_predictions", top),
+                                   ("baseline_scores", tables.baseline_scores))}
+    figures = plots.plot_tasks(tables.baseline_scores, tables.strata, tables.tasks,
+                               out_dir / "plots")
+    result = AnalysisResult(
+        tasks=task_records(tables.tasks), strata=stratum_records(tables.strata),
+        top_losses=top_loss_records(tables.top_predictions), findings=tables.findings,
+        tables=written, plots=figures, week_plots=[p for p in week_plots if p],
+        week_plots_skipped=skipped)
+    write_json_atomic({"predictions": result.predictions_section().model_dump(mode="json"),
+                       "findings": [f.model_dump(mode="json") for f in result.findings]},
+                      out_dir / "analysis.json")
+    return result

@@ -1,0 +1,110 @@
+"""Configuration and result records of the analyze stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.summary import (
+    Finding,
+    PredictionsSection,
+    StratumMetrics,
+    TaskMetrics,
+    TopLoss,
+)
+
+AGE_BAND = "age_band"  # derived from `age` with AnalyzeConfig.age_band_edges
+
+
+class AnalyzeConfig(StageConfig):
+    """How predictions are analysed. Intervals are at level 1 - alpha (95% by default)."""
+
+    eval_splits: tuple[str, ...] = Field(("val", "test"), min_length=1)
+    train_split: str = Field("train", description="rows that fit the baseline; else cross-fit")
+    num_bootstrap: int = Field(1000, ge=100, le=100_000, description="user-level resamples")
+    num_permutations: int = Field(
+        1000, ge=100, le=100_000,
+        description="per stratum, at most: clear nulls stop early; raised to 2 x tests / alpha")
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    correction: Literal["bh", "holm"] = Field("bh", description="across strata x tasks")
+    strata_columns: tuple[str, ...] = ("device_generation", "sex", AGE_BAND)
+    age_band_edges: tuple[float, ...] = (30.0, 45.0, 60.0, 75.0)
+    min_stratum_users: int = Field(10, ge=2, description="in the stratum and in the rest")
+    min_stratum_positives: int = Field(10, ge=1)
+    min_stratum_negatives: int = Field(10, ge=1)
+    power: float = Field(0.8, gt=0, lt=1, description="for the smallest detectable difference")
+    baseline_folds: int = Field(5, ge=2, description="GroupKFold by user when no train rows")
+    correlation: Literal["pearson", "spearman"] = "spearman"
+    max_correlation_with_baseline: float = Field(0.9, gt=0, le=1)
+    top_k: int = Field(10, ge=1, le=1000, description="rows per kind: FP, FN, TP, TN")
+    decision_threshold: float | None = Field(
+        None, gt=0, lt=1, description="None: as many predicted positives as true positives"
+    )
+    loss_share: float = Field(0.1, gt=0, le=1, description="share of rows that are top losses")
+    pattern_columns: tuple[str, ...] | None = Field(
+        None, description="None: device_generation, device, sex, age_band, timezone + extras"
+    )
+    min_lift: float = Field(1.5, ge=1)
+    max_levels: int = Field(20, ge=2, description="more distinct numbers are binned in quartiles")
+    seed: int = 0
+
+    @field_validator("age_band_edges")
+    @classmethod
+    def _increasing(cls, edges: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise ValueError(f"age_band_edges must increase strictly, got {edges}")
+        return edges
+
+
+class AnalysisResult(BaseModel):
+    """What the stage returns to the flow: summary records and the paths it wrote."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tasks: list[TaskMetrics]
+    strata: list[StratumMetrics]
+    top_losses: list[TopLoss]
+    findings: list[Finding]
+    tables: dict[str, Path]
+    plots: list[Path]
+    week_plots: list[Path]
+    week_plots_skipped: str | None = None  # why the weeks of top rows were not plotted
+
+    def predictions_section(self) -> PredictionsSection:
+        return PredictionsSection(tasks=self.tasks, strata=self.strata, top_losses=self.top_losses)
+
+    def describe(self) -> str:
+        lines = [
+            f"{t.task}: n={t.n}, AUROC {_fmt(t.auroc)} {_fmt_ci(t.auroc_ci)}, "
+            f"baseline {_fmt(t.baseline_auroc)}"
+            for t in self.tasks
+        ]
+        lines += [f"[{f.severity}] {f.code}: {f.message}" for f in self.findings]
+        if self.week_plots_skipped:
+            lines.append(f"week plots skipped: {self.week_plots_skipped}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AnalysisTables:
+    """The tidy tables of one analysis (one row per task / stratum / pattern / top row)."""
+
+    tasks: pd.DataFrame
+    strata: pd.DataFrame
+    loss_patterns: pd.DataFrame
+    top_predictions: pd.DataFrame
+    baseline_scores: pd.DataFrame
+    findings: list[Finding]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _fmt_ci(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -1,0 +1,163 @@
+"""The input of the analyze stage: `predictions.parquet` checked against its contract.
+
+`check_predictions` lists every way a table breaks schemas.tables.PREDICTIONS at once (missing
+columns, wrong types, nulls, values out of their domain, duplicate user-weeks, no evaluation
+rows, absent strata columns); `read_predictions` raises them as one DataContractError;
+`normalise_predictions` turns a checked table into a frame with canonical dtypes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from stethoscope.schemas.devices import UNKNOWN_STRATUM
+from stethoscope.schemas.errors import DataContractError, Problem
+from stethoscope.schemas.tables import PREDICTIONS, SEXES
+from stethoscope.tasks.analyze.config import AGE_BAND, AnalyzeConfig
+
+
+def _is_string(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_string(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_date(t: pa.DataType) -> bool:
+    return pa.types.is_date(t) or pa.types.is_timestamp(t)
+
+
+def _is_label(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+_TYPE_RULES = {
+    "user_id": (_is_string, "a string"),
+    "week_start": (_is_date, "a date"),
+    "task": (_is_string, "a string"),
+    "split": (_is_string, "a string"),
+    "y_true": (_is_label, "an integer 0/1"),
+    "y_score": (pa.types.is_floating, "a float probability"),
+    "device": (_is_string, "a string"),
+    "device_generation": (pa.types.is_integer, "an integer (null = unknown device)"),
+    "age": (_is_number, "a number of years"),
+    "sex": (_is_string, "a string F/M/U"),
+}
+
+
+def _count_outside_unit(column: pa.ChunkedArray) -> int:
+    score = pc.cast(column, pa.float64())
+    inside = pc.and_(pc.greater_equal(score, 0.0), pc.less_equal(score, 1.0))  # NaN: false
+    return int(pc.sum(pc.invert(inside)).as_py() or 0)
+
+
+def _count_not_binary(column: pa.ChunkedArray) -> int:
+    return int(pc.sum(pc.invert(pc.is_in(pc.cast(column, pa.int64()), pa.array([0, 1]))))
+               .as_py() or 0)
+
+
+def _count_bad_sex(column: pa.ChunkedArray) -> int:
+    known = pc.fill_null(pc.is_in(pc.cast(column, pa.string()), pa.array(SEXES)), True)
+    return int(pc.sum(pc.invert(known)).as_py() or 0)
+
+
+_VALUE_RULES = {  # column: (count of bad rows, rule, what is wrong, fix)
+    "y_score": (_count_outside_unit, "probability", "is outside [0, 1] (or NaN).",
+                "pass probabilities (apply the sigmoid), not logits."),
+    "y_true": (_count_not_binary, "binary_label", "is not 0 or 1.",
+               "encode the label as 0/1; drop rows whose label is unknown."),
+    "sex": (_count_bad_sex, "sex_values", f"is not one of {list(SEXES)} or null.",
+            "map sexes to F, M and U (unknown)."),
+}
+
+
+def check_predictions(table: pa.Table, source: str, config: AnalyzeConfig) -> list[Problem]:
+    """Every way `table` breaks the predictions contract (schemas.tables.PREDICTIONS), at once:
+    missing columns, wrong types, nulls, values out of their domain, duplicate user-weeks."""
+    problems: list[Problem] = []
+    usable: set[str] = set()
+    for field in PREDICTIONS:
+        name = field.name
+        if name not in table.column_names:
+            problems.append(Problem("required_column", "is missing.",
+                                    f"add {name!r} ({field.type}).", source, name))
+            continue
+        accepts, expected = _TYPE_RULES[name]
+        actual = table.schema.field(name).type
+        if not accepts(actual) and not (field.nullable and pa.types.is_null(actual)):
+            problems.append(Problem("column_type", f"is {actual}, expected {expected}.",
+                                    f"cast it to {field.type}.", source, name))
+        elif not field.nullable and (nulls := table.column(name).null_count):
+            problems.append(Problem("not_null", "holds nulls.", "drop or fill those rows.",
+                                    source, name, nulls))
+        else:
+            usable.add(name)
+    for name, (count_bad, rule, message, fix) in _VALUE_RULES.items():
+        if name in usable and (bad := count_bad(table.column(name))):
+            problems.append(Problem(rule, message, fix, source, name, bad))
+    return problems + _check_rows(table, usable, source, config)
+
+
+def _check_rows(table: pa.Table, usable: set[str], source: str,
+                config: AnalyzeConfig) -> list[Problem]:
+    problems = []
+    keys = ["user_id", "week_start", "task"]
+    if usable.issuperset(keys):
+        distinct = table.select(keys).group_by(keys).aggregate([([], "count_all")]).num_rows
+        if table.num_rows > distinct:
+            problems.append(Problem(
+                "unique_user_week", "repeats a (user_id, week_start, task).",
+                "keep one prediction per user-week and task.", source, "task",
+                table.num_rows - distinct))
+    if "split" in usable and table.num_rows and not pc.any(pc.is_in(pc.cast(table.column("split"), pa.string()),
+                                                 pa.array(config.eval_splits))).as_py():
+        problems.append(Problem(
+            "evaluation_rows", f"has no row whose split is one of {list(config.eval_splits)}.",
+            "set AnalyzeConfig.eval_splits to the splits to evaluate.", source, "split"))
+    problems += [Problem("strata_column", "is configured as a stratum but absent.",
+                         "add the column or remove it from strata_columns.", source, c)
+                 for c in config.strata_columns
+                 if c != AGE_BAND and c not in table.column_names]
+    return problems
+
+
+def read_predictions(path: Path, config: AnalyzeConfig) -> pd.DataFrame:
+    """Read and check `predictions.parquet`; raise DataContractError listing every problem."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataContractError(f"analyze: cannot read predictions file {path}.", [Problem(
+            "readable", f"is not a readable Parquet file ({exc}).",
+            "point --predictions at predictions.parquet written by the train stage.",
+            str(path))]) from exc
+    if problems := check_predictions(table, str(path), config):
+        raise DataContractError(
+            f"analyze: {path} breaks the predictions contract ({len(problems)} problems).",
+            problems)
+    return normalise_predictions(table)
+
+
+def normalise_predictions(table: pa.Table) -> pd.DataFrame:
+    """A checked table as a frame with canonical dtypes; null sex is U, null device unknown."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
+    frame = table.to_pandas()
+    frame["week_start"] = pd.to_datetime(frame["week_start"]).dt.date
+    frame["y_true"] = frame["y_true"].astype("int8")
+    frame["y_score"] = frame["y_score"].astype("float64")
+    frame["age"] = frame["age"].astype("float64")
+    frame["device_generation"] = frame["device_generation"].astype("Int16")
+    frame["sex"] = frame["sex"].fillna("U").astype(str)
+    frame["device"] = frame["device"].fillna(UNKNOWN_STRATUM).astype(str)
+    for name in ("user_id", "task", "split"):
+        frame[name] = frame[name].astype(str)
+    return frame.reset_index(drop=True)

@@ -1,0 +1,189 @@
+"""Figures of the analyze stage: baseline scatter, strata forest plot, weeks of top rows.
+
+Figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas, never pyplot: no
+global state, no display needed, safe beside other stages in the same process. Every PNG is
+written atomically. Week plots read only the sensor-log rows they draw (pyarrow filters on
+user_id and time range), never the whole cohort.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from matplotlib.figure import Figure
+
+from stethoscope.schemas.errors import DataContractError, Problem
+from stethoscope.tasks.shared.io import atomic_path
+
+_DPI = 80
+_NIGHT_HOURS = (0, 6)  # local night shaded on week plots
+_COLOURS = {"flagged": "#c0392b", "underpowered": "#95a5a6", "tested": "#2c3e50"}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+    return Path(path)
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+# --- per task: baseline scatter and forest plot -------------------------------------------
+
+
+def plot_tasks(baseline_scores: pd.DataFrame, strata: pd.DataFrame, tasks: pd.DataFrame,
+               out_dir: Path) -> list[Path]:
+    """A scatter of network vs baseline scores and a forest plot of strata, per task."""
+    written = []
+    for _, task_row in tasks.iterrows():
+        name = task_row["task"]
+        rows = baseline_scores[baseline_scores["task"] == name]
+        if rows["baseline_score"].notna().any():
+            written.append(_save(scatter_figure(rows, task_row),
+                                 out_dir / f"scatter_{safe_name(name)}.png"))
+        task_strata = strata[strata["task"] == name]
+        if len(task_strata):
+            written.append(_save(forest_figure(task_strata, task_row),
+                                 out_dir / f"forest_{safe_name(name)}.png"))
+    return written
+
+
+def scatter_figure(rows: pd.DataFrame, task_row: pd.Series) -> Figure:
+    """One dot per user-week: baseline score (x) against network score (y), by true label."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for label, colour in ((0, "#2980b9"), (1, "#e67e22")):
+        part = rows[rows["y_true"] == label]
+        ax.scatter(part["baseline_score"], part["y_score"], s=6, alpha=0.4, color=colour,
+                   label=f"y_true = {label}", linewidths=0)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="baseline score (age, sex)", ylabel="network score")
+    pearson, spearman = task_row["pearson_with_baseline"], task_row["spearman_with_baseline"]
+    ax.set_title(f"{task_row['task']}: Pearson r = {_num(pearson)}, Spearman rho = "
+                 f"{_num(spearman)}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8, markerscale=2)
+    return fig
+
+
+def forest_figure(strata: pd.DataFrame, task_row: pd.Series) -> Figure:
+    """AUROC with its interval per stratum; red = flagged, grey = too small to test."""
+    fig = Figure(figsize=(6, 0.9 + 0.28 * len(strata)))
+    ax = fig.add_subplot()
+    positions = np.arange(len(strata))[::-1]
+    for y, (_, s) in zip(positions, strata.iterrows(), strict=True):
+        status = "flagged" if s["flagged"] else "underpowered" if s["underpowered"] else "tested"
+        if pd.isna(s["auroc"]):
+            ax.text(0.5, y, "AUROC undefined", va="center", fontsize=7, color=_COLOURS[status])
+            continue
+        low = s["auroc_ci_low"] if pd.notna(s["auroc_ci_low"]) else s["auroc"]
+        high = s["auroc_ci_high"] if pd.notna(s["auroc_ci_high"]) else s["auroc"]
+        ax.errorbar(s["auroc"], y, xerr=[[s["auroc"] - low], [high - s["auroc"]]], fmt="o",
+                    ms=4, capsize=2, color=_COLOURS[status],
+                    mfc="white" if status == "underpowered" else _COLOURS[status])
+    if pd.notna(task_row["auroc"]):
+        ax.axvline(task_row["auroc"], color="0.5", lw=0.8, ls="--")
+    ax.set_yticks(positions, [f"{s['column']}={s['value']} (n={s['n']})"
+                              for _, s in strata.iterrows()], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("AUROC (dashed: whole cohort); red: significantly worse, grey: too small")
+    ax.set_title(f"{task_row['task']}: AUROC by stratum", fontsize=9)
+    return fig
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+# --- weeks of the top rows ----------------------------------------------------------------
+
+
+def read_timezones(users_file: Path) -> dict[str, str]:
+    """user_id -> IANA timezone from users.parquet."""
+    try:
+        table = pq.read_table(users_file, columns=["user_id", "timezone"])
+    except (OSError, pa.ArrowInvalid, KeyError) as exc:
+        raise DataContractError(f"analyze: cannot read user timezones from {users_file}.", [
+            Problem("readable", f"is unreadable or lacks user_id/timezone ({exc}).",
+                    "pass the cohort's users.parquet.", str(users_file))]) from exc
+    frame = table.to_pandas()
+    return dict(zip(frame["user_id"].astype(str), frame["timezone"].astype(str), strict=True))
+
+
+def week_window(week_start: object, timezone: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """UTC bounds of the local week [Monday 00:00, next Monday 00:00), DST-correct."""
+    local = pd.Timestamp(week_start)
+    start = local.tz_localize(timezone, nonexistent="shift_forward", ambiguous=False)
+    end = (local + timedelta(days=7)).tz_localize(timezone, nonexistent="shift_forward",
+                                                   ambiguous=False)
+    return start.tz_convert("UTC"), end.tz_convert("UTC")
+
+
+def load_samples(sensor_logs_dir: Path, user_ids: list[str], start: pd.Timestamp,
+                 end: pd.Timestamp) -> pd.DataFrame:
+    """Sensor-log rows of `user_ids` in [start, end) (UTC), read with pushed-down filters."""
+    dataset = ds.dataset(str(sensor_logs_dir), format="parquet", partitioning="hive",
+                         ignore_prefixes=[".", "_"])
+    utc = pa.timestamp("us", tz="UTC")
+    where = (ds.field("user_id").isin(user_ids)
+             & (ds.field("timestamp") >= pa.scalar(start.to_pydatetime(), type=utc))
+             & (ds.field("timestamp") < pa.scalar(end.to_pydatetime(), type=utc)))
+    table = dataset.to_table(columns=["user_id", "timestamp", "heart_rate", "steps"],
+                             filter=where)
+    return table.to_pandas().sort_values(["user_id", "timestamp"], kind="stable")
+
+
+def plot_top_weeks(top: pd.DataFrame, out_dir: Path, sensor_logs_dir: Path | None,
+                   timezones: dict[str, str] | None) -> tuple[list[Path | None], str | None]:
+    """A week plot per top row (aligned with `top`), or why none was drawn."""
+    if sensor_logs_dir is None or timezones is None:
+        return [None] * len(top), (
+            "no sensor logs and users file given (analyze alone on a predictions file); "
+            "pass sensor_logs_dir and users_file to plot the weeks of top rows")
+    if top.empty:
+        return [], None
+    zones = [timezones.get(u, "UTC") for u in top["user_id"]]
+    windows = [week_window(w, z) for w, z in zip(top["week_start"], zones, strict=True)]
+    samples = load_samples(Path(sensor_logs_dir), sorted(set(top["user_id"])),
+                           min(w[0] for w in windows), max(w[1] for w in windows))
+    by_user = {u: part for u, part in samples.groupby("user_id", sort=False)}
+    written: list[Path | None] = []
+    for (_, row), zone, (start, end) in zip(top.iterrows(), zones, windows, strict=True):
+        part = by_user.get(row["user_id"], samples.iloc[:0])
+        part = part[(part["timestamp"] >= start) & (part["timestamp"] < end)]
+        path = out_dir / f"{safe_name(row['task'])}_{row['kind']}_{row['rank']:02d}.png"
+        written.append(_save(week_figure(part, row, zone, known=row["user_id"] in timezones),
+                             path))
+    return written, None
+
+
+def week_figure(samples: pd.DataFrame, row: pd.Series, timezone: str, known: bool) -> Figure:
+    """Heart rate and steps of one local week, local night (00:00-06:00) shaded."""
+    fig = Figure(figsize=(9, 3.6))
+    ax_hr, ax_steps = fig.subplots(2, 1, sharex=True)
+    local = samples["timestamp"].dt.tz_convert(timezone).dt.tz_localize(None)
+    ax_hr.plot(local, samples["heart_rate"], ".", ms=1.5, color="#c0392b")
+    ax_steps.plot(local, samples["steps"], lw=0.6, color="#2c3e50", drawstyle="steps-post")
+    monday = pd.Timestamp(row["week_start"])
+    for day in range(7):
+        night = monday + timedelta(days=day)
+        for ax in (ax_hr, ax_steps):
+            ax.axvspan(night + timedelta(hours=_NIGHT_HOURS[0]),
+                       night + timedelta(hours=_NIGHT_HOURS[1]), color="0.88", lw=0)
+    ax_hr.set_ylabel("heart rate (bpm)", fontsize=8)
+    ax_steps.set_ylabel("steps", fontsize=8)
+    ax_steps.set_xlim(monday, monday + timedelta(days=7))
+    zone = timezone if known else f"{timezone} (user not in users file)"
+    fig.suptitle(f"{row['kind']} #{row['rank']}  task {row['task']}  user {row['user_id']}  "
+                 f"week of {row['week_start']}  y_true={row['y_true']}  "
+                 f"score={row['y_score']:.3f}  local time {zone}"
+                 + ("" if len(samples) else "  (no samples)"), fontsize=8)
+    return fig

@@ -1,0 +1,94 @@
+"""Strata of the analyze stage: each (column, value) against the rest of the cohort.
+
+`stratum_definitions` gives each stratum's rows, counts and, when it is large enough to test,
+the user membership to permute; `strata_table` turns the comparison of `_stats.compare_task`
+into one row per stratum; `correct_strata` adjusts the p-values across strata and tasks and
+flags the strata that are significantly worse than the rest (WEAK_STRATUM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stethoscope.tasks.analyze.config import AnalyzeConfig
+from stethoscope.tasks.analyze.metadata import natural_key
+from stethoscope.tasks.shared import stats as _stats
+
+STRATA_COLUMNS = ["task", "column", "value", "n", "num_users", "positives", "auroc",
+                  "auroc_ci_low", "auroc_ci_high", "rest_auroc", "delta_vs_rest",
+                  "delta_ci_low", "delta_ci_high", "p_value", "underpowered", "reason",
+                  "min_detectable_delta"]
+
+
+def stratum_definitions(rows: pd.DataFrame, categories: pd.DataFrame, user_index: np.ndarray,
+                        num_users: int, config: AnalyzeConfig) -> list[dict]:
+    """Each (column, value): row mask, counts, and the user membership to permute if testable.
+
+    A user's membership is the value of most of their weeks (users rarely change device, sex or
+    age band within the evaluation period)."""
+    y = rows["y_true"].to_numpy().astype(bool)
+    definitions = []
+    for column in config.strata_columns:
+        labels = categories[column].to_numpy()
+        majority = (pd.DataFrame({"user": user_index, "value": labels})
+                    .value_counts().reset_index().drop_duplicates("user")
+                    .set_index("user")["value"].reindex(range(num_users)).to_numpy())
+        for value in sorted(set(labels), key=natural_key):
+            mask = labels == value
+            counts = {"n": int(mask.sum()), "num_users": len(np.unique(user_index[mask])),
+                      "positives": int(y[mask].sum()), "rest_users": len(np.unique(user_index[~mask])),
+                      "rest_positives": int(y[~mask].sum()), "rest_n": int((~mask).sum())}
+            reason = _untestable_reason(counts, config)
+            definitions.append({"column": column, "value": value, "mask": mask, **counts,
+                                "reason": reason,
+                                "members": None if reason else majority == value})
+    return definitions
+
+
+def _untestable_reason(c: dict, config: AnalyzeConfig) -> str | None:
+    for group, n, users, pos in (("stratum", c["n"], c["num_users"], c["positives"]),
+                                 ("rest of the cohort", c["rest_n"], c["rest_users"],
+                                  c["rest_positives"])):
+        if users < config.min_stratum_users:
+            return f"{group}: {users} users < {config.min_stratum_users}"
+        if pos < config.min_stratum_positives:
+            return f"{group}: {pos} positives < {config.min_stratum_positives}"
+        if n - pos < config.min_stratum_negatives:
+            return f"{group}: {n - pos} negatives < {config.min_stratum_negatives}"
+    return None
+
+
+def strata_table(task_name: str, strata: list[dict], comparison: _stats.TaskComparison,
+                 config: AnalyzeConfig) -> pd.DataFrame:
+    """One row per stratum of a task: its AUROC, its difference to the rest with an interval,
+    the unadjusted p-value (None when untested) and the smallest difference it can detect."""
+    reference = comparison.auroc if comparison.auroc is not None else 0.75
+    records = []
+    for s, c in zip(strata, comparison.strata, strict=True):
+        inside = (s["positives"], s["n"] - s["positives"])
+        outside = (s["rest_positives"], s["rest_n"] - s["rest_positives"])
+        low, high = c.auroc_ci or (None, None)
+        delta_low, delta_high = c.delta_ci or (None, None)
+        records.append({
+            "task": task_name, "column": s["column"], "value": s["value"], "n": s["n"],
+            "num_users": s["num_users"], "positives": s["positives"], "auroc": c.auroc,
+            "auroc_ci_low": low, "auroc_ci_high": high, "rest_auroc": c.rest_auroc,
+            "delta_vs_rest": c.delta, "delta_ci_low": delta_low, "delta_ci_high": delta_high,
+            "p_value": c.p_value, "underpowered": s["reason"] is not None, "reason": s["reason"],
+            "min_detectable_delta": _stats.min_detectable_delta(
+                reference, inside, outside, config.alpha, config.power),
+        })
+    return pd.DataFrame(records, columns=STRATA_COLUMNS)
+
+
+def correct_strata(strata: pd.DataFrame, config: AnalyzeConfig) -> pd.DataFrame:
+    """Adjusted p-values across every tested stratum of every task; flag the worse ones."""
+    strata = strata.copy()
+    tested = strata["p_value"].notna()
+    strata["p_adjusted"] = np.nan
+    strata.loc[tested, "p_adjusted"] = _stats.adjust_p_values(
+        strata.loc[tested, "p_value"].tolist(), config.correction)
+    strata["flagged"] = tested & (strata["p_adjusted"] < config.alpha) & (
+        strata["delta_vs_rest"] < 0)
+    return strata

@@ -1,0 +1,1 @@
+"""The three audits of a trained network: synthetic-target learnability, activations, gradients."""

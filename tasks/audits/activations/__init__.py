@@ -1,0 +1,1 @@
+"""Activation audit: per-unit statistics, dead and constant units, heatmaps."""

@@ -1,0 +1,76 @@
+"""The activation audit's Prefect task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from prefect import task
+
+from stethoscope.schemas.summary import LayerActivations
+from stethoscope.tasks.audits.activations.audit import audit_activations
+from stethoscope.tasks.audits.activations.config import (
+    DEFAULT_CONFIG,
+    UNITS_FILE,
+    UNITS_SCHEMA,
+    ActivationsConfig,
+    ActivationsResult,
+)
+from stethoscope.tasks.audits.activations.findings import activation_findings
+from stethoscope.tasks.audits.activations.plots import plot_dead_history, plot_heatmaps, save_png
+from stethoscope.tasks.shared.audited_model import load_audit_model
+from stethoscope.tasks.shared.io import write_parquet_atomic
+from stethoscope.tasks.shared.store import iter_store_batches, store_stats
+
+
+def _publish(layers: list[LayerActivations]) -> None:
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import TaskRunContext
+
+    if TaskRunContext.get() is None:  # called outside a Prefect run (tests, notebooks)
+        return
+    create_table_artifact(
+        key="activations-layers",
+        table=[{"layer": x.name, "units": x.units, "dead": len(x.dead_units),
+                "dead_fraction": round(x.dead_fraction, 4), "constant": len(x.constant_units),
+                "saturated_fraction": round(x.saturated_fraction, 4)} for x in layers],
+        description="Dead, constant and saturated units per layer",
+    )
+
+
+@task(name="activations", task_run_name="activations {model_path.name}")
+def activations_task(
+    model_path: Path,
+    store_dir: Path,
+    out_dir: Path,
+    config: ActivationsConfig = DEFAULT_CONFIG,
+    dead_history_file: Path | None = None,
+) -> ActivationsResult:
+    """Prefect shell: audit the model on the store's sample, write the per-unit table and the
+    heatmaps under `out_dir`, publish a table artifact, return the record."""
+    model = load_audit_model(model_path, output_layer=None)
+    stats = store_stats(store_dir, model)
+    batches = iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size)
+    audit = audit_activations(model, batches, config)
+    out_dir = Path(out_dir)
+    history, history_plot = None, None
+    if dead_history_file is not None and Path(dead_history_file).exists():
+        history = json.loads(Path(dead_history_file).read_text())
+        history_plot = save_png(plot_dead_history(history), out_dir / "dead_units_by_epoch.png")
+    findings = activation_findings(audit.layers, config, history)
+    units_file = write_parquet_atomic(
+        pa.Table.from_pandas(audit.units, schema=UNITS_SCHEMA, preserve_index=False),
+        out_dir / UNITS_FILE)
+    # Store bins start at local Monday 00:00 (DESIGN 3): step t starts t x bin_seconds later
+    # (an hour off on the days after a DST change).
+    hours = (np.arange(stats.num_steps) * stats.bin_seconds / 3600.0) % 24.0 if stats else None
+    heatmaps = [save_png(plot_heatmaps(name, sample, hours, config.night_hours),
+                          out_dir / f"heatmap_{name}.png")
+                for name, sample in audit.samples.items()]
+    _publish(audit.layers)
+    return ActivationsResult(layers=audit.layers, findings=findings,
+                             num_user_weeks=audit.num_user_weeks, units_file=units_file,
+                             heatmap_files=heatmaps, dead_history_file=dead_history_file,
+                             dead_history_plot=history_plot)

@@ -1,0 +1,1 @@
+"""Synthetic audit: can the architecture learn each synthetic target?"""

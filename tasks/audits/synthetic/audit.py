@@ -1,0 +1,145 @@
+"""The synthetic-target audit: can the configured architecture learn each synthetic target at
+all (DESIGN section 1.1)? A target stands for a prerequisite of the real conditions (telling day
+from night, memory across days, ...); an architecture that cannot learn it on the inputs it is
+computed from cannot learn a condition that needs the same thing either.
+
+Per run, from fresh weights and on a bounded budget (`max_train_user_weeks` of the train split,
+`max_val_user_weeks` of the validation split, sampled with `seed`):
+
+- the configured network is trained on every evaluable target JOINTLY, one regression head per
+  target (TaskSpec offset/scale = the budget's train mean/std, so every head learns in
+  standardised units and the masked losses weigh the targets alike). One fit instead of one per
+  target keeps the audit a fixed cost of `epochs` epochs; the price is a shared trunk, which can
+  only make a target harder to learn, so a `learned` verdict stays conservative.
+  Early stopping (`patience`) watches the validation loss and restores the best epoch.
+- a memory-less reference is fitted the same way: `no_recurrence` = the same ModelConfig with
+  recurrence "none" (conv blocks -> raw_output -> mean over time: a sum of local features, blind
+  to where in the week a bin lies); `linear` = a ridge regression on every bin of the sequence
+  (one weight per bin and channel, alpha by leave-one-out), which knows positions but builds no
+  representation. When the configured network is itself memory-less and the reference is
+  `no_recurrence`, the two are the same network and it is trained once.
+- the trivial baseline predicts the train mean.
+
+Scores are R^2 (`sklearn.metrics.r2_score`) on the validation user-weeks whose target is known,
+in the target's own units. A target is *learned* when R^2 >= `r2_threshold` (0.5), R^2 beats
+the baseline, and R^2 >= the reference's R^2 - `reference_margin` (0.05): a network that does
+clearly worse than a model without its memory is not using that memory. A target with fewer
+than `min_known` known values in either split is not evaluated (r2 None, an info finding).
+When the network's validation loss on a target was still falling at the last epoch
+(`still_improving`), the finding says so and blames the budget first: raise `epochs`.
+A network whose predictions are not finite (diverged) is scored as the train mean.
+
+The validation user-weeks both stop training early and are scored, a mild optimism (one of at
+most `epochs` checkpoints is chosen) that is small next to the threshold.
+
+Training uses the train stage's store reader, batch stream and compile step, so that the audit
+sees the data exactly as training does.
+
+Outputs under `out_dir`: `learnability.parquet` (LEARNABILITY_SCHEMA, one row per target) and
+`learnability.png` (R^2 per target: network vs reference vs train mean).
+
+The parts live in private modules: the budget and the fits in `tasks/audits/synthetic/fit.py`, the
+text of the findings in `tasks/audits/synthetic/findings.py`, the bar plot in `tasks/audits/synthetic/plots.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pyarrow as pa
+from sklearn.metrics import r2_score
+
+from stethoscope.model.deepheart import ModelConfig
+from stethoscope.tasks.audits.synthetic.config import (
+    DEFAULT_CONFIG,
+    LEARNABILITY_SCHEMA,
+    SyntheticAudit,
+    SyntheticConfig,
+    TargetScore,
+)
+from stethoscope.tasks.audits.synthetic.fit import (
+    Fit,
+    budget,
+    fit_network,
+    fit_ridge,
+    target_names,
+    target_specs,
+)
+from stethoscope.tasks.shared.store import open_store
+
+matplotlib.use("Agg")
+
+
+def score_target(
+    target: str,
+    y_train: np.ndarray,
+    y_val: np.ndarray,
+    predicted: np.ndarray | None,
+    reference: np.ndarray | None,
+    config: SyntheticConfig = DEFAULT_CONFIG,
+) -> TargetScore:
+    """Score one target. `y_train` [n_train] and `y_val` [n_val] hold NaN where unknown;
+    `predicted` and `reference` are [n_val] predictions in the target's units (None: the
+    target was not fitted)."""
+    train_known = y_train[~np.isnan(y_train)]
+    val_known = ~np.isnan(y_val)
+    n_train, n_val = len(train_known), int(val_known.sum())
+    if predicted is None or min(n_train, n_val) < config.min_known:
+        return TargetScore(target, None, None, None, n_train, n_val, learned=False)
+    truth = y_val[val_known]
+    r2 = float(r2_score(truth, predicted[val_known]))
+    baseline = float(r2_score(truth, np.full(n_val, train_known.mean())))
+    reference_r2 = None if reference is None else float(r2_score(truth, reference[val_known]))
+    return TargetScore(target, r2, baseline, reference_r2, n_train, n_val,
+                       learned=is_learned(r2, baseline, reference_r2, config))
+
+
+def is_learned(r2: float, baseline_r2: float, reference_r2: float | None,
+               config: SyntheticConfig = DEFAULT_CONFIG) -> bool:
+    """R^2 passes the threshold, beats the train mean, and is not clearly below the reference."""
+    beats_reference = reference_r2 is None or r2 >= reference_r2 - config.reference_margin
+    return r2 >= config.r2_threshold and r2 > baseline_r2 and beats_reference
+
+
+def learnability_table(audit: SyntheticAudit) -> pa.Table:
+    """One row per target (LEARNABILITY_SCHEMA)."""
+    rows = [{"target": s.target, "prerequisite": s.prerequisite, "r2": s.r2,
+             "baseline_r2": s.baseline_r2, "reference_r2": s.reference_r2,
+             "n_train": s.n_train, "n_val": s.n_val, "learned": s.learned,
+             "still_improving": s.still_improving, "reference": audit.reference}
+            for s in audit.scores]
+    return pa.Table.from_pylist(rows, schema=LEARNABILITY_SCHEMA)
+
+
+def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: ModelConfig
+                    ) -> SyntheticAudit:
+    """Train the configured network and the reference on the store's budgeted sample and score
+    every target on the validation user-weeks."""
+    store = open_store(Path(store_dir), model_config)
+    names = target_names(store, config)
+    train = budget(store.splits["train"], names, config.max_train_user_weeks, config.seed)
+    val = budget(store.splits["val"], names, config.max_val_user_weeks, config.seed + 1)
+    specs = target_specs(train, val, names, config.min_known)
+    reference_config = model_config.model_copy(update={"recurrence": "none"})
+    same_network = config.reference == "no_recurrence" and reference_config == model_config
+    fit, reference = Fit({}, 0, frozenset()), {}
+    if specs:
+        fit = fit_network(store, train, val, specs, model_config, config)
+        if same_network:
+            reference = fit.predicted
+        elif config.reference == "no_recurrence":
+            reference = fit_network(store, train, val, specs, reference_config, config).predicted
+        else:
+            reference = fit_ridge(store, train, val, specs)
+    scores = [replace(score_target(name, train.labels[name], val.labels[name],
+                                   fit.predicted.get(name), reference.get(name), config),
+                      still_improving=name in fit.still_improving) for name in names]
+    network = f"{model_config.recurrence if model_config.recurrent_layer else 'no-recurrence'} "
+    return SyntheticAudit(
+        scores=scores, network=network + "network",
+        reference={"no_recurrence": "no-recurrence network", "linear": "per-bin ridge"}[
+            config.reference] + (" (= the network)" if same_network else ""),
+        num_train_user_weeks=len(train), num_val_user_weeks=len(val), epochs_trained=fit.epochs)

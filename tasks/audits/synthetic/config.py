@@ -1,0 +1,123 @@
+"""Configuration and result records of the synthetic audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.summary import Finding, SyntheticResult
+
+TABLE_FILE = "learnability.parquet"
+PLOT_FILE = "learnability.png"
+
+
+UNNAMED_PREREQUISITE = "an unnamed prerequisite"
+
+
+Reference = Literal["no_recurrence", "linear"]
+
+# what each target of tasks/labels/user_weeks.py stands for; reads after "a target that needs ..."
+PREREQUISITES: dict[str, str] = {
+    "hr_std_day_minus_night": "telling day from night over several days",
+    "mean_daily_steps": "summing over the whole week (a sanity check)",
+    "resting_heart_rate": "short-range context (about 10 minutes without steps)",
+    "hr_recovery_minutes": "context of minutes to hours (heart-rate recovery after activity)",
+    "night_resting_hr_change": "memory across days (weekend vs early-week nights)",
+}
+
+
+LEARNABILITY_SCHEMA = pa.schema(
+    [
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("prerequisite", pa.string(), nullable=False),
+        pa.field("r2", pa.float64()),
+        pa.field("baseline_r2", pa.float64()),
+        pa.field("reference_r2", pa.float64()),
+        pa.field("n_train", pa.int64(), nullable=False),
+        pa.field("n_val", pa.int64(), nullable=False),
+        pa.field("learned", pa.bool_(), nullable=False),
+        pa.field("still_improving", pa.bool_(), nullable=False),
+        pa.field("reference", pa.string(), nullable=False),
+    ]
+)
+
+
+class SyntheticConfig(StageConfig):
+    """Budget and verdict of the learnability audit. Defaults: 8 epochs on at most 512 train
+    and 256 validation user-weeks, R^2 >= 0.5 against a no-recurrence reference."""
+
+    targets: tuple[str, ...] | None = Field(None, description="None = every target of the store")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(3, ge=1, description="epochs without a better val loss before stopping")
+    r2_threshold: float = Field(0.5, le=1.0, description="learned needs R^2 at least this")
+    reference: Reference = "no_recurrence"
+    reference_margin: float = Field(0.05, ge=0, description="learned: R^2 >= reference - this")
+    max_train_user_weeks: int | None = Field(512, ge=1, description="None = the whole split")
+    max_val_user_weeks: int | None = Field(256, ge=1, description="None = the whole split")
+    min_known: int = Field(10, ge=2, description="fewer known values in a split -> not evaluated")
+    seed: int = 0
+
+
+DEFAULT_CONFIG = SyntheticConfig()
+
+
+@dataclass(frozen=True)
+class TargetScore:
+    """One target's verdict: R^2 of the network, the train mean and the reference on val."""
+
+    target: str
+    r2: float | None
+    baseline_r2: float | None
+    reference_r2: float | None
+    n_train: int
+    n_val: int
+    learned: bool
+    still_improving: bool = False  # the network's val loss on it fell until the last epoch
+
+    @property
+    def prerequisite(self) -> str:
+        return prerequisite_of(self.target)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.r2 is not None
+
+    def result(self) -> SyntheticResult:
+        return SyntheticResult(target=self.target, r2=self.r2, baseline_r2=self.baseline_r2,
+                               learned=self.learned)
+
+
+@dataclass(frozen=True)
+class SyntheticAudit:
+    """Every target's score and what was fitted to get it."""
+
+    scores: list[TargetScore]
+    network: str  # e.g. "bilstm network"
+    reference: str  # e.g. "no-recurrence network", "per-bin ridge"
+    num_train_user_weeks: int
+    num_val_user_weeks: int
+    epochs_trained: int  # of the configured network; 0 when nothing was evaluable
+
+
+class SyntheticAuditResult(BaseModel):
+    """The task's small record: the summary.json section, findings and the files written."""
+
+    model_config = ConfigDict(frozen=True)
+
+    results: list[SyntheticResult]
+    findings: list[Finding]
+    table_file: Path
+    plot_file: Path
+    note: str
+
+
+def prerequisite_of(target: str) -> str:
+    """What `target` stands for (PREREQUISITES), `an unnamed prerequisite` when unknown."""
+    return PREREQUISITES.get(target, UNNAMED_PREREQUISITE)

@@ -1,0 +1,110 @@
+"""Findings of the synthetic-target audit: what a verdict that is not `learned` tells the reader.
+
+`target_finding` gives SYNTHETIC_NOT_EVALUATED (info) for a target with too few known values
+and SYNTHETIC_NOT_LEARNED for an evaluated target that was not learned, naming the prerequisite
+it stands for and the rule it failed (below the threshold, no better than the train mean, or
+clearly below the reference) with a recommendation to match. When the sanity target
+(SANITY_TARGET) was not learned, the run's other not-learned verdicts are inconclusive (info).
+"""
+
+from __future__ import annotations
+
+from stethoscope.schemas.summary import Finding
+from stethoscope.tasks.audits.synthetic.config import (
+    DEFAULT_CONFIG,
+    SyntheticAudit,
+    SyntheticConfig,
+    TargetScore,
+)
+
+
+def synthetic_findings(audit: SyntheticAudit, config: SyntheticConfig = DEFAULT_CONFIG
+                       ) -> list[Finding]:
+    """SYNTHETIC_NOT_LEARNED per evaluated target that was not learned, naming its
+    prerequisite; SYNTHETIC_NOT_EVALUATED (info) per target with too few known values.
+
+    When the sanity target (SANITY_TARGET) is evaluated and not learned, its finding says so and
+    the other not-learned targets are reported as inconclusive (info), not as limits of the
+    architecture."""
+    sanity_failed = any(s.target == SANITY_TARGET and s.evaluated and not s.learned
+                        for s in audit.scores)
+    findings = (target_finding(s, audit, config, sanity_failed) for s in audit.scores)
+    return [f for f in findings if f is not None]
+
+
+STAGE = "synthetic"
+# Every architecture must learn this one; when the network does not, the run's other verdicts
+# say more about its training budget (or a broken network) than about what it could learn.
+SANITY_TARGET = "mean_daily_steps"
+
+
+def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig,
+                   sanity_failed: bool) -> Finding | None:
+    """The finding on one target's score, None when it was learned. `sanity_failed`: the
+    sanity target was evaluated and not learned in this run."""
+    if not s.evaluated:
+        return Finding(
+            stage=STAGE, severity="info", code="SYNTHETIC_NOT_EVALUATED",
+            message=f"{s.target}: only {s.n_train} train and {s.n_val} validation "
+            f"user-weeks with a known value in the budget (at least {config.min_known} "
+            "each needed), so whether the network can learn it is unknown.",
+            recommendation="Raise synthetic.max_train_user_weeks / max_val_user_weeks, "
+            "or check why the labels stage leaves this target null (window minimums).")
+    if not s.learned and sanity_failed and s.target == SANITY_TARGET:
+        return Finding(
+            stage=STAGE, severity="warning", code="SYNTHETIC_NOT_LEARNED",
+            message=not_learned_message(s, audit, config) + (
+                " Every architecture should learn this one: with "
+                f"{audit.num_train_user_weeks} train user-weeks and {audit.epochs_trained} "
+                "epochs the training budget is too small, or the network is broken (see "
+                "the activation and gradient audits); the other synthetic verdicts of this "
+                "run are inconclusive."),
+            recommendation="Raise synthetic.epochs and synthetic.max_train_user_weeks (or "
+            "lower synthetic.learning_rate) until this target is learned; only then read "
+            "the other targets' verdicts as the architecture's.")
+    if not s.learned:
+        return Finding(
+            stage=STAGE, severity="info" if sanity_failed else "warning",
+            code="SYNTHETIC_NOT_LEARNED",
+            message=not_learned_message(s, audit, config, inconclusive=sanity_failed),
+            recommendation=recommendation(s, audit, config))
+    return None
+
+
+def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig,
+                        inconclusive: bool = False) -> str:
+    """Which rule the score failed, in words; `inconclusive` when the sanity target failed."""
+    reference = "" if s.reference_r2 is None else f", {audit.reference} {s.reference_r2:.2f}"
+    scores = (f"R^2 {s.r2:.2f} on {s.n_val} validation user-weeks (train mean "
+              f"{s.baseline_r2:.2f}{reference})")
+    if s.r2 < config.r2_threshold and inconclusive:
+        verdict = (f"the {audit.network} does not learn it in this run: {scores}, below the "
+                   f"threshold {config.r2_threshold:g}; inconclusive, since it did not learn "
+                   f"the sanity target {SANITY_TARGET} either")
+    elif s.r2 < config.r2_threshold:
+        verdict = (f"the {audit.network} does not learn it: {scores}, below the threshold "
+                   f"{config.r2_threshold:g}")
+        if s.target != SANITY_TARGET:  # a sanity failure says nothing about conditions
+            verdict += f". A condition that needs {s.prerequisite} is then out of its reach too"
+    elif s.r2 <= s.baseline_r2:
+        verdict = f"the {audit.network} does no better than the train mean: {scores}"
+    else:
+        verdict = (f"the {audit.network} learns it less well than the {audit.reference}: "
+                   f"{scores}, more than {config.reference_margin:g} below the reference")
+    budget = (" Its validation loss on this target was still falling at the last epoch: the "
+              "verdict may be the training budget's." if s.still_improving else "")
+    return f"{s.target} (needs {s.prerequisite}): {verdict}.{budget}"
+
+
+def recommendation(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig) -> str:
+    """What to change first: the budget, then the network's parts, then its memory."""
+    if s.still_improving:
+        return ("Raise synthetic.epochs (or max_train_user_weeks) until the validation loss "
+                "levels off, then re-read this verdict before changing the architecture.")
+    if s.r2 >= config.r2_threshold:
+        return (f"The {audit.reference} does better: what the network adds hurts. Check the "
+                "activation audit for dead or saturated units and the gradient audit for "
+                "vanishing gradients; try leaky_relu, a lower learning rate or a GRU.")
+    return ("Give the network what the target needs: longer memory (a bidirectional LSTM/GRU, "
+            "dilated convolutions or pooling before the recurrent layer; see the gradient "
+            "audit's horizon), or time-of-day channels for day vs night.")

@@ -1,0 +1,55 @@
+"""The synthetic audit's Prefect task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from stethoscope.model.deepheart import ModelConfig
+from stethoscope.tasks.audits.synthetic.audit import audit_synthetic, learnability_table
+from stethoscope.tasks.audits.synthetic.config import (
+    PLOT_FILE,
+    TABLE_FILE,
+    SyntheticAudit,
+    SyntheticAuditResult,
+    SyntheticConfig,
+)
+from stethoscope.tasks.audits.synthetic.findings import (
+    synthetic_findings,
+)
+from stethoscope.tasks.audits.synthetic.plots import plot_learnability
+from stethoscope.tasks.shared.io import atomic_path, write_parquet_atomic
+
+
+def _publish(audit: SyntheticAudit) -> None:
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import TaskRunContext
+
+    if TaskRunContext.get() is None:  # called outside a Prefect run (tests, notebooks)
+        return
+    create_table_artifact(
+        key="synthetic-learnability",
+        table=learnability_table(audit).to_pylist(),
+        description=f"R^2 on validation per synthetic target: {audit.network} vs "
+        f"{audit.reference} vs the train mean",
+    )
+
+
+@task(name="synthetic")
+def synthetic_task(store_dir: Path, out_dir: Path, config: SyntheticConfig,
+                   model_config: ModelConfig) -> SyntheticAuditResult:
+    """Prefect shell: audit the targets of the store, write the table and the bar plot under
+    `out_dir`, publish a table artifact, return the record."""
+    audit = audit_synthetic(store_dir, config, model_config)
+    out_dir = Path(out_dir)
+    table_file = write_parquet_atomic(learnability_table(audit), out_dir / TABLE_FILE)
+    with atomic_path(out_dir / PLOT_FILE) as tmp:
+        plot_learnability(audit, config.r2_threshold).savefig(tmp, format="png", dpi=90)
+    _publish(audit)
+    note = (f"{audit.network} and {audit.reference} fitted on {audit.num_train_user_weeks} "
+            f"train / {audit.num_val_user_weeks} validation user-weeks "
+            f"({audit.epochs_trained} of at most {config.epochs} epochs)")
+    return SyntheticAuditResult(results=[s.result() for s in audit.scores],
+                                findings=synthetic_findings(audit, config),
+                                table_file=table_file, plot_file=out_dir / PLOT_FILE, note=note)

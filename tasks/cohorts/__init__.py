@@ -1,0 +1,1 @@
+"""Where cohorts come from: simulated, or imported from vendor CSV exports."""

@@ -1,0 +1,1 @@
+"""Import CSV: vendor CSV exports (e.g. Fitbit) turned into a cohort."""

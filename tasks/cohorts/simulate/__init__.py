@@ -1,0 +1,1 @@
+"""Simulate: a synthetic cohort with planted effects."""

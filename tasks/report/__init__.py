@@ -1,0 +1,1 @@
+"""Report stage: summary.json, report.html, history, Prefect artifacts and the failure event."""

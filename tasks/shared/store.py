@@ -1,0 +1,178 @@
+"""The one reader of the sequence store: checked, memory-mapped shards and the index split by
+split (`open_store`), and bounded batches of one split (`iter_store_batches`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from stethoscope.model.deepheart import ModelConfig
+from stethoscope.schemas.errors import DataContractError, Problem, UsageError
+from stethoscope.schemas.sequence_store import INDEX, StorePaths, StoreStats
+
+log = logging.getLogger("stethoscope.audits")
+
+
+def iter_store_batches(
+    store_dir: Path, split: str = "val", max_user_weeks: int | None = 256, batch_size: int = 16
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (sequence [b, T, C] float32, metadata [b, M] float32) batches of the first
+    `max_user_weeks` user-weeks of `split`, in index order. Shards are memory-mapped, so memory
+    stays bounded by one batch whatever the sample size. A small cohort may have no user-week
+    in `split`: then the next of val, test, train that has some is used, with a warning."""
+    paths = StorePaths(root=Path(store_dir))
+    index = pq.read_table(paths.index, columns=["split", "shard", "row", "metadata"])
+    available = set(index.column("split").to_pylist())
+    if split not in available:
+        fallback = next((s for s in ("val", "test", "train") if s in available), None)
+        if fallback is None:
+            raise DataContractError(f"audits: the sequence store {store_dir} holds no user-weeks", [
+                Problem(rule="empty_store", file=str(paths.index),
+                        message="no user-week passed the coverage bound.",
+                        fix="lower sequences.min_coverage or audit a cohort with more data")])
+        log.warning("no %s user-weeks in %s: the audit sample comes from %s", split, store_dir, fallback)
+        split = fallback
+    index = index.filter(pc.equal(index.column("split"), split))
+    if max_user_weeks is not None:
+        index = index.slice(0, max_user_weeks)
+    shards = index.column("shard").to_pylist()
+    rows = index.column("row").to_numpy()
+    metadata = np.asarray(index.column("metadata").to_pylist(), dtype=np.float32)
+    opened: dict[str, np.ndarray] = {}
+    for start in range(0, len(rows), batch_size):
+        parts = []
+        for shard, row in zip(shards[start : start + batch_size], rows[start : start + batch_size],
+                              strict=True):
+            if shard not in opened:
+                opened[shard] = np.load(paths.shard(shard), mmap_mode="r")
+            parts.append(opened[shard][row])
+        yield np.stack(parts).astype(np.float32), metadata[start : start + batch_size]
+
+
+def store_stats(store_dir: Path, model: keras.Model | None = None) -> StoreStats | None:
+    """The store's stats.json (None when it has none), checked against the model's input
+    shape [T, C] when `model` is given."""
+    path = StorePaths(root=Path(store_dir)).stats
+    if not path.exists():
+        return None
+    stats = StoreStats.model_validate_json(path.read_text())
+    expected = tuple(model.inputs[0].shape[1:]) if model is not None else None
+    if expected is not None and expected[0] is None:
+        expected = (stats.num_steps, expected[1])  # a model of any length: channels only
+    if expected is not None and expected != (stats.num_steps, len(stats.channels)):
+        raise DataContractError(
+            f"audits: the model does not fit the sequence store {store_dir}",
+            [Problem(rule="store_shape", file=str(path), message=f"the model takes sequences "
+                     f"{list(expected)}, the store holds [{stats.num_steps}, "
+                     f"{len(stats.channels)}] ({', '.join(stats.channels)}).",
+                     fix="Audit the model trained on this store, or rebuild the store with "
+                         "the model's num_steps and channels.")],
+        )
+    return stats
+
+
+@dataclass(frozen=True)
+class Split:
+    """The index rows of one split, as arrays; sequences stay on disk."""
+
+    rows: pa.Table  # index rows in store order (for predictions)
+    shard_ids: np.ndarray  # int32 [n], into Store.shards
+    shard_rows: np.ndarray  # int32 [n]
+    metadata: np.ndarray  # float32 [n, M]
+    labels: dict[str, np.ndarray]  # task -> float32 [n], NaN = unknown
+
+    def __len__(self) -> int:
+        return len(self.shard_rows)
+
+
+@dataclass(frozen=True)
+class Store:
+    """An opened store: its stats, its shards (memory-mapped) and the index of every split."""
+
+    stats: StoreStats
+    shards: tuple[np.ndarray, ...]  # memory-mapped float32 [n_shard, T, C]
+    splits: dict[str, Split]
+
+    def read(self, shard_ids: np.ndarray, shard_rows: np.ndarray) -> np.ndarray:
+        """Sequences of a batch, [b, T, C] float32, gathered shard by shard."""
+        out = np.empty((len(shard_rows), *self.shards[0].shape[1:]), np.float32)
+        for shard in np.unique(shard_ids):
+            at = np.flatnonzero(shard_ids == shard)
+            out[at] = self.shards[shard][shard_rows[at]]
+        return out
+
+
+def open_store(root: Path, model_config: ModelConfig) -> Store:
+    paths = StorePaths(root=Path(root))
+    missing = [p for p in (paths.index, paths.stats) if not p.exists()]
+    if missing:
+        raise DataContractError("train: the sequence store is incomplete", [
+            Problem("missing_file", f"{p.name} does not exist.", "Run the sequences stage first.",
+                    file=str(p)) for p in missing])
+    stats = StoreStats.model_validate_json(paths.stats.read_text())
+    index = pq.read_table(paths.index)
+    _check_store(paths, stats, index, model_config)
+    names = sorted(set(index.column("shard").to_pylist()))
+    shards = tuple(np.load(paths.shard(name), mmap_mode="r") for name in names)
+    bad = [Problem("shard_shape", f"shape {s.shape}, dtype {s.dtype}; expected [n, "
+                   f"{stats.num_steps}, {len(stats.channels)}] float32.", "Re-run the sequences "
+                   "stage.", file=str(paths.shard(name)))
+           for name, s in zip(names, shards, strict=True)
+           if s.dtype != np.float32 or s.shape[1:] != (stats.num_steps, len(stats.channels))]
+    if bad:
+        raise DataContractError("train: shards do not match stats.json", bad)
+    shard_ids = pc.index_in(index.column("shard"), pa.array(names)).to_numpy().astype(np.int32)
+    shard_lengths = np.array([len(s) for s in shards])
+    rows = index.column("row").to_numpy().astype(np.int32)
+    if np.any(rows >= shard_lengths[shard_ids]):
+        raise DataContractError("train: index.parquet and the shards disagree", [Problem(
+            "row_out_of_range", f"{int(np.sum(rows >= shard_lengths[shard_ids]))} index rows "
+            "point past the end of their shard.", "Re-run the sequences stage.",
+            file=str(paths.index), column="row")])
+    split_column = index.column("split").to_numpy(zero_copy_only=False)
+    splits = {name: _split(index, np.flatnonzero(split_column == name), shard_ids, stats)
+              for name in ("train", "val", "test")}
+    return Store(stats=stats, shards=shards, splits=splits)
+
+
+def _split(index: pa.Table, at: np.ndarray, shard_ids: np.ndarray, stats: StoreStats) -> Split:
+    rows = index.take(at)
+    metadata = rows.column("metadata").combine_chunks().flatten().to_numpy()
+    return Split(
+        rows=rows,
+        shard_ids=shard_ids[at],
+        shard_rows=rows.column("row").to_numpy().astype(np.int32),
+        metadata=metadata.reshape(len(at), len(stats.metadata_features)).astype(np.float32),
+        labels={name: pc.cast(rows.column(name), pa.float32()).to_numpy(zero_copy_only=False)
+                for name in (*stats.targets, *stats.conditions)},
+    )
+
+
+def _check_store(paths: StorePaths, stats: StoreStats, index: pa.Table, config: ModelConfig) -> None:
+    """Every contract breach at once: index columns, null metadata, model/store shapes."""
+    problems = [Problem("missing_column", f"column {c!r} is missing.", "Re-run the sequences "
+                        "stage.", file=str(paths.index), column=c)
+                for c in (*INDEX.names, *stats.targets, *stats.conditions)
+                if c not in index.column_names]
+    if not problems and index.column("metadata").null_count:
+        problems.append(Problem("null_metadata", "metadata vectors are null.", "Re-run the "
+                                "sequences stage.", file=str(paths.index), column="metadata",
+                                count=index.column("metadata").null_count))
+    if problems:
+        raise DataContractError("train: index.parquet breaks the sequence store contract", problems)
+    store_shape = (stats.num_steps, len(stats.channels), len(stats.metadata_features))
+    model_shape = (config.num_steps, config.num_channels, config.num_metadata)
+    if model_shape not in (store_shape, (*store_shape[:2], 0)):
+        raise UsageError(
+            f"train: the model expects (T, C, M) = {model_shape} but the store at {paths.root} "
+            f"holds {store_shape}. Set model num_steps={store_shape[0]}, num_channels="
+            f"{store_shape[1]}, num_metadata={store_shape[2]} (or 0 for no metadata)."
+        )

@@ -1,0 +1,1 @@
+"""Train stage: the DeepHeart network fitted on the sequence store, checkpoints, predictions."""

@@ -1,0 +1,1 @@
+"""Validate stage: the row gate, quarantine and great-expectations over a cohort's sensor logs."""
