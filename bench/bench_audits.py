@@ -116,7 +116,7 @@ def peak_rss_mb(kind: str, num_user_weeks: int, args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4096, help="T (default 4096, DESIGN's)")
+    parser.add_argument("--steps", type=int, default=4096, help="T (default 4096, the documented T)")
     parser.add_argument("--sample", type=int, default=256,
                         help="user-weeks timed (default 256, the audits' default sample)")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -49,9 +49,10 @@ def hwm_mib():
 
 from pathlib import Path
 import pyarrow.parquet as pq
-from schemas.layout import CohortPaths, RunPaths
-from tasks.shared.io import list_parquet_files
-from tasks.validate.gate import ValidateConfig, validate_cohort
+from stethoscope.schemas.layout import CohortPaths, RunPaths
+from stethoscope.tasks.shared.io import list_parquet_files
+from stethoscope.tasks.validate.config import ValidateConfig
+from stethoscope.tasks.validate.gate import validate_cohort
 cohort = Path({str(cohort)!r})
 import pyarrow as pa
 base = hwm_mib()

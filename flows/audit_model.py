@@ -21,7 +21,7 @@ from stethoscope.tasks.audits.gradients.config import GradientsConfig
 from stethoscope.tasks.audits.gradients.task import gradients_task
 from stethoscope.tasks.inspect.task import inspect_model_task
 from stethoscope.tasks.labels.config import LabelsConfig
-from stethoscope.tasks.labels.task import user_weeks_task
+from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
 from stethoscope.tasks.sequences.config import SequencesConfig
 from stethoscope.tasks.sequences.task import sequences_task
@@ -58,7 +58,7 @@ def audit_model_flow(params: AuditModelParameters) -> RunOutcome:
 
     validation = validate_task.with_options(**stage_options(30 * MINUTE, outputs=("run_dir",)))(
         cohort.root, run.root, params.validation)
-    user_weeks = user_weeks_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
+    user_weeks = labels_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
         run.clean, cohort.users, run.user_weeks, labels_config)
     sequences = sequences_task.with_options(**stage_options(60 * MINUTE, outputs=("out_dir",)))(
         run.clean, cohort.users, run.user_weeks,

@@ -1,4 +1,4 @@
-"""The `stethoscope` command line (DESIGN section 6).
+"""The `stethoscope` command line (docs/architecture.md §1.3, §5.4).
 
 Exit status: 0 ran (pass or warn), 3 ran and the status is fail, 2 bad usage or unusable input
 (a clear message, nothing half-written), 1 unexpected crash. Heavy imports happen inside each
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_audit_model)
 
     p = sub.add_parser("analyze", help="prediction analysis alone", description=(
-        "Analyse a predictions.parquet (DESIGN columns: user_id, week_start, task, split, "
+        "Analyse a predictions.parquet (columns, docs/architecture.md §4.7: user_id, week_start, task, split, "
         "y_true, y_score, device, device_generation, age, sex, extra metadata) from any model."))
     p.add_argument("--predictions", required=True, help="predictions Parquet file")
     p.add_argument("--out", required=True, help="run directory to write")

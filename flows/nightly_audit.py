@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stethoscope.flows.roots import FormPath
 from stethoscope.model.deepheart import ModelConfig
 from stethoscope.schemas.layout import CohortPaths, RunPaths
+from stethoscope.schemas.outcome import Reportable
 from stethoscope.tasks.analyze.config import AnalyzeConfig
 from stethoscope.tasks.analyze.task import analyze_task
 from stethoscope.tasks.audits.activations.config import ActivationsConfig
@@ -28,7 +29,7 @@ from stethoscope.tasks.audits.gradients.task import gradients_task
 from stethoscope.tasks.audits.synthetic.config import SyntheticConfig
 from stethoscope.tasks.audits.synthetic.task import synthetic_task
 from stethoscope.tasks.labels.config import LabelsConfig
-from stethoscope.tasks.labels.task import user_weeks_task
+from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
 from stethoscope.tasks.sequences.config import SequencesConfig
 from stethoscope.tasks.sequences.task import sequences_task
@@ -100,7 +101,7 @@ def nightly_audit(params: AuditParameters) -> RunOutcome:
 
     validation = validate_task.with_options(**stage_options(30 * MINUTE, outputs=("run_dir",)))(
         cohort.root, run.root, params.validation)
-    user_weeks = user_weeks_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
+    user_weeks = labels_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
         run.clean, cohort.users, run.user_weeks, params.labels)
     sequences = sequences_task.with_options(**stage_options(60 * MINUTE, outputs=("out_dir",)))(
         run.clean, cohort.users, run.user_weeks, labels_file, run.sequences, params.sequences)
@@ -123,7 +124,7 @@ def nightly_audit(params: AuditParameters) -> RunOutcome:
     analysis = analyze_task.with_options(**audit).submit(
         trained.predictions_path, run.analysis, params.analyze, run.clean, cohort.users)
 
-    results = [validation, user_weeks, sequences, trained,
+    results: list[Reportable] = [validation, user_weeks, sequences, trained,
                activations.result(), gradients.result(), synthetic.result(), analysis.result()]
     summary = report_task.with_options(**stage_options(10 * MINUTE, outputs=("run_dir",)))(
         run.root, params.model_dump(mode="json"), started_at, results)

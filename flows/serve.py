@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from pathlib import Path
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from stethoscope.flows.roots import ROOTS_ENV
@@ -187,9 +188,11 @@ def install_alert(webhook_url: str, automation_file: Path, api_url: str) -> str:
         for action in spec["actions"]:
             if action["type"] == "send-notification":
                 action["block_document_id"] = str(block_id)
+        # casts: called from sync code, prefect's async_dispatch methods return the value itself
+        # (their annotations also allow a coroutine, for async callers)
         with contextlib.suppress(PrefectException, ValueError):  # not installed yet
-            Automation.read(name=spec["name"]).delete()
-        automation = Automation.model_validate(spec).create()
+            cast(Automation, Automation.read(name=spec["name"])).delete()
+        automation = cast(Automation, Automation.model_validate(spec).create())
     return (f"alert: automation '{automation.name}' ({automation.id}) sends failed audits to "
             f"{webhook_url} through block {ALERT_BLOCK}")
 

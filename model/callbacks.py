@@ -11,14 +11,15 @@ Dead unit (same definition as tasks/audits/activations/audit.py): exactly zero o
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from stethoscope.schemas.atomic import write_json_atomic
 
 LayerKind = Literal["convolutional", "recurrent", "dense", "activation"]
 Bound = Literal["tanh", "sigmoid"]
@@ -167,9 +168,10 @@ class DeadUnitMonitor(keras.callbacks.Callback):
         self.dead_threshold = dead_threshold
         self.batch_size = batch_size
         # Rows of an earlier attempt (a training task resumed from its checkpoint) are kept.
-        self.rows: list[dict[str, object]] = (
+        self.rows: list[dict[str, Any]] = (
             json.loads(self.path.read_text()) if self.path is not None and self.path.exists() else [])
-        self._probe = None  # compiled probe, built on the first use
+        # compiled probe, built on the first use
+        self._probe: Callable[[list[np.ndarray]], list[tf.Tensor]] | None = None
         self._num_inputs = 0
         self._layers: list[keras.layers.Layer] = []
 
@@ -212,7 +214,7 @@ class DeadUnitMonitor(keras.callbacks.Callback):
             if logs is not None:
                 logs[f"dead_fraction/{layer.name}"] = fraction
         if self.path is not None:
-            _write_json_atomic(self.rows, self.path)
+            write_json_atomic(self.rows, self.path)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._probe = None  # a new fit may bring a new model (pre-training, then fine-tuning)
@@ -223,10 +225,3 @@ class DeadUnitMonitor(keras.callbacks.Callback):
         # epochs count on across fits and attempts: n = after the n-th epoch of the whole run
         self._record(1 + max(int(row["epoch"]) for row in self.rows), logs)
 
-
-def _write_json_atomic(obj: object, path: Path) -> None:
-    # model/ must not import tasks/ (imports run one way), hence this small copy of tasks.shared.io.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""DeepHeart: the sequence network that stethoscope trains and audits (DESIGN section 4).
+"""DeepHeart: the sequence network that stethoscope trains and audits (docs/architecture.md §4.8).
 
     sequence [batch, T, C]
       -> conv_1 .. conv_n         Conv1D, 'same' padding, stride 1, activation configurable
@@ -41,7 +41,7 @@ _NUM_STATES: dict[str, int] = {"bilstm": 4, "lstm": 2, "bigru": 2, "gru": 1, "no
 
 
 class ModelConfig(StageConfig):
-    """Architecture of the network. Defaults: the DESIGN model at T = 4096, cheap on a CPU."""
+    """Architecture of the network. Defaults: the documented model at T = 4096, cheap on a CPU."""
 
     num_steps: int = Field(4096, ge=8, description="T: time bins per user-week")
     num_channels: int = Field(len(CHANNELS), ge=1, description="C: input channels")

@@ -71,17 +71,17 @@ REGISTRY: dict[FindingCode, CodeInfo] = {
     FindingCode.EXPLODING_GRADIENTS: CodeInfo(
         "gradients", "per-layer gradient norms grow by orders of magnitude towards the input"),
     FindingCode.NO_PREDICTIONS: CodeInfo(
-        "predictions", "the predictions table holds no rows to analyse"),
+        "analyze", "the predictions table holds no rows to analyse"),
     FindingCode.TASK_NOT_EVALUABLE: CodeInfo(
-        "predictions", "a task with too few positives or negatives for an AUROC"),
+        "analyze", "a task with too few positives or negatives for an AUROC"),
     FindingCode.BASELINE_UNAVAILABLE: CodeInfo(
-        "predictions", "the metadata-only baseline could not be fitted"),
+        "analyze", "the metadata-only baseline could not be fitted"),
     FindingCode.METADATA_DOMINATED: CodeInfo(
-        "predictions", "the network adds little over a logistic regression on age and sex"),
+        "analyze", "the network adds little over a logistic regression on age and sex"),
     FindingCode.WEAK_STRATUM: CodeInfo(
-        "predictions", "a stratum (e.g. a device generation) where the network is worse"),
+        "analyze", "a stratum (e.g. a device generation) where the network is worse"),
     FindingCode.UNDERPOWERED_STRATUM: CodeInfo(
-        "predictions", "strata too small to tell a difference, with the effect they could see"),
+        "analyze", "strata too small to tell a difference, with the effect they could see"),
     FindingCode.LOSS_PATTERN: CodeInfo(
-        "predictions", "a value that is over-represented among the worst losses"),
+        "analyze", "a value that is over-represented among the worst losses"),
 }

@@ -1,6 +1,6 @@
 """Where everything lives: one object for a cohort directory, one for a run directory.
 
-No other module builds a path by hand; stages ask these objects (DESIGN sections 3 and 5).
+No other module builds a path by hand; stages ask these objects (docs/architecture.md §4 and §5.1).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class CohortPaths:
-    """A cohort directory (DESIGN section 3)."""
+    """A cohort directory (docs/architecture.md §4)."""
 
     root: Path
 
@@ -30,7 +30,7 @@ class CohortPaths:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """A run directory `<runs>/<run_id>/` (DESIGN section 5). Never shared by two runs."""
+    """A run directory `<runs>/<run_id>/` (docs/architecture.md §5.1). Never shared by two runs."""
 
     root: Path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from stethoscope.schemas.summary import (
     ActivationsSection,
@@ -39,3 +40,10 @@ class StageOutcome:
     synthetic: list[SyntheticResult] | None = None
     predictions: PredictionsSection | None = None
     notes: list[str] = field(default_factory=list)
+
+
+class Reportable(Protocol):
+    """A stage's result record: it turns itself into the outcome the report stage renders, from
+    its own fields only, so the report stage never imports a stage."""
+
+    def outcome(self) -> StageOutcome: ...

@@ -1,9 +1,9 @@
-"""The `summary.json` model: the machine contract of a run (DESIGN section 5).
+"""The `summary.json` model: the machine contract of a run (docs/architecture.md §5.2).
 
 Every stage fills its own section with the records below; sections of stages that did not run
 are present and empty. `status` is derived from the findings: `fail` when any finding is an
 error, `warn` when any is a warning, else `pass`. The JSON schema is exported next to this
-module as `summary.schema.json` (`python -m schemas.summary` rewrites it).
+module as `summary.schema.json` (`python -m stethoscope.schemas.summary` rewrites it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stethoscope.schemas.findings import FindingCode
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
@@ -29,11 +31,21 @@ class _Record(BaseModel):
 class Finding(_Record):
     """One thing an audit found. `code` is a stable upper-case identifier (DEAD_UNITS, ...)."""
 
+    # `code` must be registered in schemas/findings.py (checked below).
+
     stage: str
     severity: Severity
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
     message: str
     recommendation: str
+
+    @field_validator("code")
+    @classmethod
+    def _registered(cls, code: str) -> str:
+        if code not in FindingCode.__members__:
+            raise ValueError(f"finding code {code!r} is not in schemas/findings.py; register it "
+                             "there (FindingCode and REGISTRY) before a stage raises it")
+        return str(code)
 
 
 class DataSection(_Record):

@@ -1,6 +1,6 @@
 """pyarrow schemas of every table stethoscope reads or persists.
 
-Input tables (a cohort directory, DESIGN section 3) are accepted with some latitude (timestamp
+Input tables (a cohort directory, docs/architecture.md §4) are accepted with some latitude (timestamp
 in us or ns, any float/integer width) and normalised to the canonical schemas below, which are
 what every persisted table uses.
 """

@@ -1,4 +1,4 @@
-"""The analyze stage: what a network's predictions say beyond its AUROC (DESIGN sections 1.4, 4).
+"""The analyze stage: what a network's predictions say beyond its AUROC (docs/architecture.md §1.1, §4.7).
 
 It owns, per task, on the evaluation rows of `predictions.parquet`:
 1. AUROC with a 95% interval from a bootstrap over users (weeks of one user stay together),
@@ -32,12 +32,11 @@ import pyarrow as pa
 from scipy import stats
 from sklearn.metrics import average_precision_score, brier_score_loss
 
+from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
 from stethoscope.tasks.analyze import plots
 from stethoscope.tasks.analyze.config import AnalysisResult, AnalysisTables, AnalyzeConfig
 from stethoscope.tasks.analyze.findings import findings_of
-from stethoscope.tasks.analyze.inputs import (
-    read_predictions,
-)
+from stethoscope.tasks.analyze.inputs import read_predictions
 from stethoscope.tasks.analyze.losses import (
     LOSS_PATTERN_COLUMNS,
     TOP_COLUMNS,
@@ -58,7 +57,6 @@ from stethoscope.tasks.analyze.strata import (
     stratum_definitions,
 )
 from stethoscope.tasks.shared import stats as _stats
-from stethoscope.tasks.shared.io import write_json_atomic, write_parquet_atomic
 
 
 def analyze_frame(frame: pd.DataFrame, config: AnalyzeConfig) -> AnalysisTables:

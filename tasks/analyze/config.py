@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.outcome import Figure, StageOutcome
 from stethoscope.schemas.summary import (
     Finding,
     PredictionsSection,
@@ -88,6 +89,14 @@ class AnalysisResult(BaseModel):
         if self.week_plots_skipped:
             lines.append(f"week plots skipped: {self.week_plots_skipped}")
         return "\n".join(lines)
+
+    def outcome(self) -> StageOutcome:
+        figures = [Figure("predictions", p.stem.replace("_", " "), p)
+                   for p in (*self.plots, *self.week_plots)]
+        return StageOutcome(stage="predictions", findings=list(self.findings), figures=figures,
+                            predictions=self.predictions_section(),
+                            notes=[self.week_plots_skipped] if self.week_plots_skipped else [])
+
 
 
 @dataclass(frozen=True)

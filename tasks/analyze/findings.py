@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import Finding
 from stethoscope.tasks.analyze.config import AnalyzeConfig
 
@@ -22,7 +23,7 @@ def findings_of(tasks: pd.DataFrame, strata: pd.DataFrame, patterns: pd.DataFram
     """Every finding of an analysis, from its corrected tables (see `analyze_frame`)."""
     if tasks.empty:
         return [Finding(
-            stage=STAGE, severity="info", code="NO_PREDICTIONS",
+            stage=STAGE, severity="info", code=FindingCode.NO_PREDICTIONS,
             message="predictions.parquet holds no rows: there is nothing to analyse (a cohort "
                     "without labels trains on synthetic targets only).",
             recommendation="Add labels.parquet to the cohort to train and analyse condition "
@@ -39,13 +40,13 @@ def findings_of(tasks: pd.DataFrame, strata: pd.DataFrame, patterns: pd.DataFram
 def _task_findings(t: pd.Series, config: AnalyzeConfig) -> list[Finding]:
     if t["auroc"] is None or pd.isna(t["auroc"]):
         return [Finding(
-            stage=STAGE, severity="warning", code="TASK_NOT_EVALUABLE",
+            stage=STAGE, severity="warning", code=FindingCode.TASK_NOT_EVALUABLE,
             message=f"task {t['task']}: {t['positives']} positives among {t['n']} evaluation "
                     "rows; AUROC is undefined.",
             recommendation="Evaluate on a split that holds both classes.")]
     if t["baseline_fit"] == "none" or pd.isna(t["baseline_auroc"]):
         return [Finding(
-            stage=STAGE, severity="info", code="BASELINE_UNAVAILABLE",
+            stage=STAGE, severity="info", code=FindingCode.BASELINE_UNAVAILABLE,
             message=f"task {t['task']}: the metadata baseline could not be fitted (fewer than "
                     "two evaluated users); whether the network leans on age and sex is unknown.",
             recommendation="Include train rows or more users in predictions.parquet.")]
@@ -63,7 +64,7 @@ def _task_findings(t: pd.Series, config: AnalyzeConfig) -> list[Finding]:
         reasons.append(f"the {config.correlation} correlation of their scores is {corr:.2f} "
                        f">= {config.max_correlation_with_baseline:g}")
     return [Finding(
-        stage=STAGE, severity="warning", code="METADATA_DOMINATED",
+        stage=STAGE, severity="warning", code=FindingCode.METADATA_DOMINATED,
         message=f"task {t['task']}: network AUROC {t['auroc']:.3f} vs {t['baseline_auroc']:.3f} "
                 f"for a logistic regression on age and sex; " + "; ".join(reasons) + ".",
         recommendation="The network adds little beyond age and sex: check that the sensor "
@@ -73,7 +74,7 @@ def _task_findings(t: pd.Series, config: AnalyzeConfig) -> list[Finding]:
 
 def _weak_stratum(s: pd.Series) -> Finding:
     return Finding(
-        stage=STAGE, severity="warning", code="WEAK_STRATUM",
+        stage=STAGE, severity="warning", code=FindingCode.WEAK_STRATUM,
         message=f"task {s['task']}, {s['column']}={s['value']}: AUROC {s['auroc']:.3f} "
                 f"[{s['auroc_ci_low']:.3f}, {s['auroc_ci_high']:.3f}] vs {s['rest_auroc']:.3f} "
                 f"for the rest (delta {s['delta_vs_rest']:+.3f} [{s['delta_ci_low']:+.3f}, "
@@ -89,7 +90,7 @@ def _underpowered(task_name: str, column: str, group: pd.DataFrame) -> Finding:
              f"{s['reason']}; smallest detectable delta {s['min_detectable_delta']:.2f})"
              for _, s in group.iterrows()]
     return Finding(
-        stage=STAGE, severity="info", code="UNDERPOWERED_STRATUM",
+        stage=STAGE, severity="info", code=FindingCode.UNDERPOWERED_STRATUM,
         message=f"task {task_name}, {column}: {len(parts)} "
                 f"{'stratum' if len(parts) == 1 else 'strata'} too small to test: "
                 + "; ".join(parts) + ". Their AUROC is no evidence either way.",
@@ -99,7 +100,7 @@ def _underpowered(task_name: str, column: str, group: pd.DataFrame) -> Finding:
 
 def _loss_pattern(p: pd.Series) -> Finding:
     return Finding(
-        stage=STAGE, severity="info", code="LOSS_PATTERN",
+        stage=STAGE, severity="info", code=FindingCode.LOSS_PATTERN,
         message=f"task {p['task']}: {p['column']}={p['value']} makes "
                 f"{p['share_losses']:.0%} of the top losses but {p['share_correct']:.0%} of the "
                 f"correct predictions (lift {p['lift']:.1f}, q={p['q_value']:.3g}).",
@@ -107,9 +108,10 @@ def _loss_pattern(p: pd.Series) -> Finding:
                        "strata_columns) and look at the week plots of these losses.")
 
 
-def _optional(value: object) -> float | None:
+def _optional(value: float | None) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _interval(low: object, high: object) -> tuple[float, float] | None:
-    return None if _optional(low) is None else (float(low), float(high))
+def _interval(low: float | None, high: float) -> tuple[float, float] | None:
+    value = _optional(low)
+    return None if value is None else (value, float(high))

@@ -16,21 +16,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from stethoscope.schemas.errors import DataContractError, Problem
-from stethoscope.tasks.shared.io import atomic_path
+from stethoscope.tasks.shared.calendar import week_window
+from stethoscope.tasks.shared.figures import save_png
+from stethoscope.tasks.shared.users import read_users, timezones_of
 
 _DPI = 80
 _NIGHT_HOURS = (0, 6)  # local night shaded on week plots
 _COLOURS = {"flagged": "#c0392b", "underpowered": "#95a5a6", "tested": "#2c3e50"}
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
-    return Path(path)
 
 
 def safe_name(text: str) -> str:
@@ -48,12 +42,12 @@ def plot_tasks(baseline_scores: pd.DataFrame, strata: pd.DataFrame, tasks: pd.Da
         name = task_row["task"]
         rows = baseline_scores[baseline_scores["task"] == name]
         if rows["baseline_score"].notna().any():
-            written.append(_save(scatter_figure(rows, task_row),
-                                 out_dir / f"scatter_{safe_name(name)}.png"))
+            written.append(save_png(scatter_figure(rows, task_row),
+                                 out_dir / f"scatter_{safe_name(name)}.png", dpi=_DPI, tight=True))
         task_strata = strata[strata["task"] == name]
         if len(task_strata):
-            written.append(_save(forest_figure(task_strata, task_row),
-                                 out_dir / f"forest_{safe_name(name)}.png"))
+            written.append(save_png(forest_figure(task_strata, task_row),
+                                 out_dir / f"forest_{safe_name(name)}.png", dpi=_DPI, tight=True))
     return written
 
 
@@ -108,23 +102,8 @@ def _num(value: object) -> str:
 
 def read_timezones(users_file: Path) -> dict[str, str]:
     """user_id -> IANA timezone from users.parquet."""
-    try:
-        table = pq.read_table(users_file, columns=["user_id", "timezone"])
-    except (OSError, pa.ArrowInvalid, KeyError) as exc:
-        raise DataContractError(f"analyze: cannot read user timezones from {users_file}.", [
-            Problem("readable", f"is unreadable or lacks user_id/timezone ({exc}).",
-                    "pass the cohort's users.parquet.", str(users_file))]) from exc
-    frame = table.to_pandas()
-    return dict(zip(frame["user_id"].astype(str), frame["timezone"].astype(str), strict=True))
-
-
-def week_window(week_start: object, timezone: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """UTC bounds of the local week [Monday 00:00, next Monday 00:00), DST-correct."""
-    local = pd.Timestamp(week_start)
-    start = local.tz_localize(timezone, nonexistent="shift_forward", ambiguous=False)
-    end = (local + timedelta(days=7)).tz_localize(timezone, nonexistent="shift_forward",
-                                                   ambiguous=False)
-    return start.tz_convert("UTC"), end.tz_convert("UTC")
+    users = read_users(users_file, ["user_id", "timezone"], stage="analyze")
+    return {str(user): str(zone) for user, zone in timezones_of(users).items()}
 
 
 def load_samples(sensor_logs_dir: Path, user_ids: list[str], start: pd.Timestamp,
@@ -160,8 +139,8 @@ def plot_top_weeks(top: pd.DataFrame, out_dir: Path, sensor_logs_dir: Path | Non
         part = by_user.get(row["user_id"], samples.iloc[:0])
         part = part[(part["timestamp"] >= start) & (part["timestamp"] < end)]
         path = out_dir / f"{safe_name(row['task'])}_{row['kind']}_{row['rank']:02d}.png"
-        written.append(_save(week_figure(part, row, zone, known=row["user_id"] in timezones),
-                             path))
+        figure = week_figure(part, row, zone, known=row["user_id"] in timezones)
+        written.append(save_png(figure, path, dpi=_DPI, tight=True))
     return written, None
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
 
 from stethoscope.tasks.analyze.analysis import analyze_predictions
 from stethoscope.tasks.analyze.config import AnalysisResult, AnalyzeConfig
+from stethoscope.tasks.shared.artifacts import publish_table
 
 
 @task(name="analyze", task_run_name="analyze {predictions_file.name}")
@@ -18,7 +18,6 @@ def analyze_task(predictions_file: Path, out_dir: Path, config: AnalyzeConfig,
     """Prefect shell: analyse predictions, publish the strata as a table artifact. The flow
     applies the retry and cache policy (`tasks.shared.policy.stage_options`)."""
     result = analyze_predictions(predictions_file, out_dir, config, sensor_logs_dir, users_file)
-    create_table_artifact(
-        key="analyze-strata", table=[s.model_dump(mode="json") for s in result.strata],
-        description="AUROC per stratum vs the rest of the cohort (p_value adjusted).")
+    publish_table("analyze-strata", [s.model_dump(mode="json") for s in result.strata],
+                  "AUROC per stratum vs the rest of the cohort (p_value adjusted).")
     return result

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.outcome import StageOutcome
+from stethoscope.schemas.summary import DataSection
 
 
 class LabelsConfig(StageConfig):
@@ -33,7 +35,7 @@ class LabelsConfig(StageConfig):
         return self
 
 
-class UserWeeksResult(BaseModel):
+class LabelsResult(BaseModel):
     """What the stage returns: the table's path and a few counts."""
 
     model_config = ConfigDict(frozen=True)
@@ -49,3 +51,8 @@ class UserWeeksResult(BaseModel):
         targets = ", ".join(f"{k} {v}" for k, v in self.non_null_targets.items())
         return (f"user-week table {self.path}: {self.num_user_weeks:,} user-weeks of "
                 f"{self.num_users:,} users from {self.num_rows:,} rows; non-null: {targets}")
+
+    def outcome(self) -> StageOutcome:
+        return StageOutcome(stage="data", notes=[self.describe()],
+                            data=DataSection(user_weeks=self.num_user_weeks))
+

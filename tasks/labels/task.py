@@ -6,12 +6,12 @@ from pathlib import Path
 
 from prefect import task
 
-from stethoscope.tasks.labels.config import LabelsConfig, UserWeeksResult
+from stethoscope.tasks.labels.config import LabelsConfig, LabelsResult
 from stethoscope.tasks.labels.user_weeks import build_user_weeks
 
 
 @task(name="labels")
-def user_weeks_task(clean_dir: Path, users_file: Path, out_file: Path,
-                    config: LabelsConfig) -> UserWeeksResult:
+def labels_task(clean_dir: Path, users_file: Path, out_file: Path,
+                    config: LabelsConfig) -> LabelsResult:
     """Prefect shell: the flow adds the shared retry policy with `.with_options(...)`."""
     return build_user_weeks(clean_dir, users_file, out_file, config)

@@ -9,7 +9,7 @@ same number of bins, 1/168 shorter or longer, so that a sequence always spans ex
 
 Synthetic targets (each null when its minimum is not met; bounds and minimums are config):
 
-- `hr_std_day_minus_night` (DESIGN; needs day vs night and several days): population standard
+- `hr_std_day_minus_night` (docs/architecture.md §4.5; needs day vs night and several days): population standard
   deviation (ddof=0) of the non-null heart rate over samples whose local time of day is in
   `day_window` [08:00, 20:00), minus the same over `night_window` [00:00, 06:00). Null when
   either window holds fewer than `min_window_samples` (30) samples.
@@ -45,14 +45,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stethoscope.schemas.atomic import atomic_path
 from stethoscope.schemas.devices import device_generation
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.tables import USER_WEEK_TARGETS, USER_WEEKS
-from stethoscope.tasks.labels.config import LabelsConfig, UserWeeksResult
+from stethoscope.tasks.labels.config import LabelsConfig, LabelsResult
 from stethoscope.tasks.shared import kernels
 from stethoscope.tasks.shared.calendar import US_PER_SECOND, WeekGrid, local_weeks, window_intervals
-from stethoscope.tasks.shared.io import atomic_path, list_parquet_files
+from stethoscope.tasks.shared.io import list_parquet_files
 from stethoscope.tasks.shared.user_chunks import UserChunk, map_chunks
+from stethoscope.tasks.shared.users import read_users, timezones_of
 
 log = logging.getLogger("stethoscope.labels")
 
@@ -63,7 +65,7 @@ _FIRST_HALF, _SECOND_HALF = (0, 1, 2), (4, 5, 6)  # Mon-Wed, Fri-Sun
 
 def build_user_weeks(
     clean_dir: Path, users_file: Path, out_file: Path, config: LabelsConfig
-) -> UserWeeksResult:
+) -> LabelsResult:
     """Stream the clean logs and write the user-week table to `out_file` (atomically)."""
     timezones = load_timezones(users_file)
     files = list_parquet_files(clean_dir)
@@ -75,7 +77,8 @@ def build_user_weeks(
         zones = [timezones.get(u) for u in chunk.user_ids]
         if None in zones or missing:  # after the first unknown user, only collect the others
             return chunk, None
-        return chunk, user_weeks_of_chunk(chunk, tuple(zones), config)
+        known = tuple(z for z in zones if z is not None)  # every zone, after the check above
+        return chunk, user_weeks_of_chunk(chunk, known, config)
 
     with atomic_path(Path(out_file)) as tmp, pq.ParquetWriter(tmp, USER_WEEKS) as writer:
         for chunk, table in map_chunks(compute, files, config.chunk_rows, config.workers):
@@ -94,16 +97,14 @@ def build_user_weeks(
                 f"in the users table ({missing[:10]}).",
                 fix="add them to users.parquet or re-run validation, which quarantines them")])
     log.info("labels: %d user-weeks of %d users from %d rows", num_weeks, num_users, num_rows)
-    return UserWeeksResult(path=Path(out_file), num_rows=num_rows, num_users=num_users,
+    return LabelsResult(path=Path(out_file), num_rows=num_rows, num_users=num_users,
                            num_user_weeks=num_weeks, num_bins=config.num_bins,
                            non_null_targets=non_null)
 
 
 def load_timezones(users_file: Path) -> dict[str, str]:
     """user_id -> IANA timezone; every zone that zoneinfo does not know is an error."""
-    users = pq.read_table(users_file, columns=["user_id", "timezone"])
-    mapping = dict(zip(users.column("user_id").to_pylist(), users.column("timezone").to_pylist(),
-                       strict=True))
+    mapping = timezones_of(read_users(users_file, ["user_id", "timezone"], stage="labels"))
     bad = sorted({str(z) for z in mapping.values() if not _is_zone(z)})
     if bad:
         raise DataContractError("labels: unknown time zones in the users table", [Problem(

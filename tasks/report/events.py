@@ -6,23 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from stethoscope.schemas.layout import RunPaths
-from stethoscope.schemas.summary import (
-    Summary,
-)
+from stethoscope.schemas.summary import Summary
 from stethoscope.tasks.report.links import report_link
 
 FAILED_EVENT = "stethoscope.audit.failed"
 
 
-def failure_event(summary: Summary, run: RunPaths, model: str | None) -> dict[str, Any]:
+def failure_event(summary: Summary, run: RunPaths, model: str | None,
+                  flow_run_id: str = "") -> dict[str, Any]:
     """The `stethoscope.audit.failed` event: the resource is the audited model, labelled with
     the run; the stethoscope run and the Prefect flow run are related resources (Prefect adds
     the flow, deployment and work pool of the flow run itself)."""
-    from prefect.runtime import flow_run
-
     model = model or "unknown"
     errors = [f for f in summary.findings if f.severity == "error"]
-    flow_run_id = str(flow_run.id or "")
     related = [{"prefect.resource.id": f"stethoscope.run.{summary.run_id}",
                 "prefect.resource.role": "audit-run", "prefect.resource.name": summary.run_id}]
     if flow_run_id:
@@ -40,12 +36,6 @@ def failure_event(summary: Summary, run: RunPaths, model: str | None) -> dict[st
                     "errors": [f"{f.stage}: {f.code}: {f.message}" for f in errors[:10]],
                     "summary": str(run.summary.resolve()), "report": report_link(run.report)},
     }
-
-
-def emit_failure_event(summary: Summary, run: RunPaths, model: str | None) -> None:
-    from prefect.events import emit_event
-
-    emit_event(**failure_event(summary, run, model))
 
 
 def model_of(config: dict[str, Any], results: list[Any]) -> str | None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stethoscope.schemas.atomic import atomic_path
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.schemas.outcome import StageOutcome
 from stethoscope.schemas.summary import (
@@ -16,7 +17,6 @@ from stethoscope.schemas.summary import (
     Summary,
     status_of,
 )
-from stethoscope.tasks.shared.io import atomic_path
 
 
 def build_summary(run: RunPaths, config: dict[str, Any], started_at: datetime,

@@ -1,4 +1,6 @@
-"""The report stage's Prefect task."""
+"""The report stage's Prefect task, and the only module of the stage that talks to Prefect: it
+writes summary.json, the history row and report.html, then publishes the run's artifacts and,
+when the run failed, emits the event that an automation turns into an alert."""
 
 from __future__ import annotations
 
@@ -9,26 +11,25 @@ from typing import Any
 from prefect import task
 
 from stethoscope.schemas.layout import RunPaths
-from stethoscope.schemas.outcome import Figure, StageOutcome
-from stethoscope.schemas.summary import (
-    Summary,
-)
-from stethoscope.tasks.report.artifacts import publish
-from stethoscope.tasks.report.events import model_of
+from stethoscope.schemas.outcome import Figure, Reportable, StageOutcome
+from stethoscope.schemas.summary import Summary
+from stethoscope.tasks.report.artifacts import image_uri, key_figures, trend_table, verdict_markdown
+from stethoscope.tasks.report.config import Trend
+from stethoscope.tasks.report.events import failure_event, model_of
 from stethoscope.tasks.report.history import plot_trend, record_run
 from stethoscope.tasks.report.html import render_report
-from stethoscope.tasks.report.outcomes import outcome_of
+from stethoscope.tasks.report.links import report_link
 from stethoscope.tasks.report.summary import build_summary, write_summary
 
 
 @task(name="report")
 def report_task(run_dir: Path, config: dict[str, Any], started_at: datetime,
-                results: list[Any]) -> Summary:
+                results: list[Reportable]) -> Summary:
     """Prefect shell: summary.json, the history row, report.html and the run's artifacts."""
     from prefect.runtime import flow_run
 
     run = RunPaths(run_dir)
-    outcomes = [outcome_of(r) for r in results]
+    outcomes = [r.outcome() for r in results]
     summary = build_summary(run, config, started_at, outcomes)
     write_summary(summary, run.summary)
     trend = record_run(summary, run.root.parent, flow=flow_run.flow_name or "")
@@ -39,3 +40,36 @@ def report_task(run_dir: Path, config: dict[str, Any], started_at: datetime,
     render_report(summary, outcomes, run.report, trend)
     publish(summary, run, outcomes, trend, model_of(config, results))
     return summary
+
+
+def publish(summary: Summary, run: RunPaths, outcomes: list[StageOutcome] | None = None,
+            trend: Trend | None = None, model: str | None = None) -> None:
+    """Prefect artifacts of the run — the verdict table (new findings marked), links to
+    report.html and summary.json, the trend table, the key plots as images — and, when the run
+    failed, the event `stethoscope.audit.failed`. The per-layer and per-stratum tables are
+    published by the audit and analysis stages."""
+    from prefect.artifacts import (
+        create_image_artifact,
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    create_markdown_artifact(key="verdict", markdown=verdict_markdown(summary, trend),
+                             description=f"stethoscope run {summary.run_id}: {summary.status}")
+    create_link_artifact(key="report", link=report_link(run.report),
+                         link_text=f"report.html of {summary.run_id}",
+                         description=f"The human report: {run.report.resolve()}")
+    create_link_artifact(key="summary", link=report_link(run.summary),
+                         link_text=f"summary.json of {summary.run_id}",
+                         description=f"The machine contract: {run.summary.resolve()}")
+    if trend is not None and trend.previous:
+        create_table_artifact(key="history", table=trend_table(trend),
+                              description="This run (last row) against earlier runs of the flow")
+    for figure in key_figures(outcomes or []):
+        create_image_artifact(image_url=image_uri(figure), key=f"plot-{figure.section}",
+                              description=f"{figure.title}. {figure.caption}".strip())
+    if summary.status == "fail":
+        emit_event(**failure_event(summary, run, model, str(flow_run.id or "")))

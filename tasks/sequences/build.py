@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.sequence_store import (
     CHANNELS,
@@ -56,9 +57,10 @@ from stethoscope.tasks.sequences.config import SequencesConfig, SequencesResult
 from stethoscope.tasks.sequences.index import PLACES, build_index
 from stethoscope.tasks.shared import kernels
 from stethoscope.tasks.shared.calendar import US_PER_DAY, US_PER_SECOND, to_local_us
-from stethoscope.tasks.shared.io import list_parquet_files, write_json_atomic, write_parquet_atomic
+from stethoscope.tasks.shared.io import list_parquet_files
 from stethoscope.tasks.shared.store_writer import Moments, ShardWriter
 from stethoscope.tasks.shared.user_chunks import UserChunk, map_chunks
+from stethoscope.tasks.shared.users import read_users
 
 log = logging.getLogger("stethoscope.sequences")
 
@@ -86,7 +88,7 @@ class WeekSpans:
                               columns=["user_id", "week_start", "week_start_utc", "week_end_utc"])
         table = table.sort_by([("user_id", "ascending"), ("week_start", "ascending")])
         users = table.column("user_id").to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+        starts: np.ndarray | list[int] = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
         ends = np.r_[starts[1:], len(users)] if len(users) else []
         return cls(
             week_start=table.column("week_start").cast(pa.int32()).to_numpy(),
@@ -176,7 +178,7 @@ def build_sequences(
 ) -> SequencesResult:
     """Write the sequence store to `out_dir`, built aside and renamed into place when done."""
     out_dir = Path(out_dir)
-    users = pq.read_table(users_file, columns=["user_id", "age", "sex", "timezone"])
+    users = read_users(users_file, ["user_id", "age", "sex", "timezone"], stage="sequences")
     spans = WeekSpans.read(user_weeks_file)
     with _staging(out_dir) as staging:
         store = StorePaths(root=staging)

@@ -7,9 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.config import StageConfig
-from stethoscope.schemas.sequence_store import (
-    SPLITS,
-)
+from stethoscope.schemas.outcome import StageOutcome
+from stethoscope.schemas.sequence_store import SPLITS
 
 
 class SequencesConfig(StageConfig):
@@ -48,3 +47,7 @@ class SequencesResult(BaseModel):
         splits = ", ".join(f"{s} {self.counts[s]} ({self.num_users[s]} users)" for s in SPLITS)
         return (f"sequence store {self.store_dir}: {self.num_included:,} user-weeks ({splits}), "
                 f"{self.num_excluded:,} excluded for low coverage ({self.excluded_file})")
+
+    def outcome(self) -> StageOutcome:
+        return StageOutcome(stage="data", notes=[self.describe()])
+

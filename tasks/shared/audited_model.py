@@ -1,8 +1,9 @@
-"""What the model audits (activations, gradients) take in: the audited model, checked against
-the contract of DESIGN section 4 ("Models that the audits accept"), and batches of user-weeks.
+"""What the model audits (activations, gradients) take in: the audited model, loaded in safe
+mode and checked against the contract of docs/architecture.md §4.8 (models the audits accept),
+and its inputs, batch by batch.
 
 The audits themselves see only a Keras model and an iterable of batches, so they do not depend
-on the store format; `iter_store_batches` is the one reader of the sequence store they need.
+on the store format; tasks/shared/store.py `iter_store_batches` reads the batches from a store.
 """
 
 from __future__ import annotations

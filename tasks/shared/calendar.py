@@ -122,6 +122,15 @@ def local_weeks(
                     end_us=bounds[len(user):])
 
 
+def week_window(week_start: object, timezone: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """UTC bounds of the local week [Monday 00:00, next Monday 00:00) that starts on the date
+    `week_start`, DST-correct: the same bounds as `local_weeks` gives that week."""
+    day = np.datetime64(pd.Timestamp(week_start).date(), "D").astype(np.int64)
+    start, end = first_instants(np.array([day, day + 7]) * US_PER_DAY, timezone)
+    return (pd.Timestamp(int(start), unit="us", tz="UTC"),
+            pd.Timestamp(int(end), unit="us", tz="UTC"))
+
+
 def window_intervals(
     grid: WeekGrid, user_timezones: tuple[str, ...],
     windows: dict[str, tuple[float, float]],

@@ -12,11 +12,18 @@ compile once per machine (~1 s) and a load after that (~0.3 s).
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numba
 import numpy as np
 
-_JIT = {"nogil": True, "cache": True}
+
+class _JitOptions(TypedDict):  # typed, so that `njit(**_JIT)` matches numba's overloads
+    nogil: bool
+    cache: bool
+
+
+_JIT: _JitOptions = {"nogil": True, "cache": True}
 
 
 @numba.njit(**_JIT)

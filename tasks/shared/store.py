@@ -22,39 +22,29 @@ log = logging.getLogger("stethoscope.audits")
 
 
 def iter_store_batches(
-    store_dir: Path, split: str = "val", max_user_weeks: int | None = 256, batch_size: int = 16
+    store_dir: Path, split: str = "val", max_user_weeks: int | None = 256, batch_size: int = 16,
+    stage: str = "audits",
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (sequence [b, T, C] float32, metadata [b, M] float32) batches of the first
     `max_user_weeks` user-weeks of `split`, in index order. Shards are memory-mapped, so memory
     stays bounded by one batch whatever the sample size. A small cohort may have no user-week
     in `split`: then the next of val, test, train that has some is used, with a warning."""
-    paths = StorePaths(root=Path(store_dir))
-    index = pq.read_table(paths.index, columns=["split", "shard", "row", "metadata"])
-    available = set(index.column("split").to_pylist())
-    if split not in available:
-        fallback = next((s for s in ("val", "test", "train") if s in available), None)
+    store = open_store(store_dir, stage=stage)
+    if not len(store.splits[split]):
+        fallback = next((s for s in ("val", "test", "train") if len(store.splits[s])), None)
         if fallback is None:
-            raise DataContractError(f"audits: the sequence store {store_dir} holds no user-weeks", [
-                Problem(rule="empty_store", file=str(paths.index),
+            raise DataContractError(f"{stage}: the sequence store {store_dir} holds no user-weeks", [
+                Problem(rule="empty_store", file=str(StorePaths(root=Path(store_dir)).index),
                         message="no user-week passed the coverage bound.",
                         fix="lower sequences.min_coverage or audit a cohort with more data")])
-        log.warning("no %s user-weeks in %s: the audit sample comes from %s", split, store_dir, fallback)
+        log.warning("no %s user-weeks in %s: the %s sample comes from %s", split, store_dir,
+                    stage, fallback)
         split = fallback
-    index = index.filter(pc.equal(index.column("split"), split))
-    if max_user_weeks is not None:
-        index = index.slice(0, max_user_weeks)
-    shards = index.column("shard").to_pylist()
-    rows = index.column("row").to_numpy()
-    metadata = np.asarray(index.column("metadata").to_pylist(), dtype=np.float32)
-    opened: dict[str, np.ndarray] = {}
-    for start in range(0, len(rows), batch_size):
-        parts = []
-        for shard, row in zip(shards[start : start + batch_size], rows[start : start + batch_size],
-                              strict=True):
-            if shard not in opened:
-                opened[shard] = np.load(paths.shard(shard), mmap_mode="r")
-            parts.append(opened[shard][row])
-        yield np.stack(parts).astype(np.float32), metadata[start : start + batch_size]
+    chosen = store.splits[split]
+    count = len(chosen) if max_user_weeks is None else min(len(chosen), max_user_weeks)
+    for start in range(0, count, batch_size):
+        at = slice(start, min(count, start + batch_size))
+        yield store.read(chosen.shard_ids[at], chosen.shard_rows[at]), chosen.metadata[at]
 
 
 def store_stats(store_dir: Path, model: keras.Model | None = None) -> StoreStats | None:
@@ -110,16 +100,18 @@ class Store:
         return out
 
 
-def open_store(root: Path, model_config: ModelConfig) -> Store:
+def open_store(root: Path, model_config: ModelConfig | None = None, stage: str = "train") -> Store:
+    """The store at `root`, checked (every breach at once; against the model's (T, C, M) when
+    `model_config` is given), its shards memory-mapped. `stage` names the caller in errors."""
     paths = StorePaths(root=Path(root))
     missing = [p for p in (paths.index, paths.stats) if not p.exists()]
     if missing:
-        raise DataContractError("train: the sequence store is incomplete", [
+        raise DataContractError(f"{stage}: the sequence store is incomplete", [
             Problem("missing_file", f"{p.name} does not exist.", "Run the sequences stage first.",
                     file=str(p)) for p in missing])
     stats = StoreStats.model_validate_json(paths.stats.read_text())
     index = pq.read_table(paths.index)
-    _check_store(paths, stats, index, model_config)
+    _check_store(paths, stats, index, model_config, stage)
     names = sorted(set(index.column("shard").to_pylist()))
     shards = tuple(np.load(paths.shard(name), mmap_mode="r") for name in names)
     bad = [Problem("shard_shape", f"shape {s.shape}, dtype {s.dtype}; expected [n, "
@@ -128,12 +120,12 @@ def open_store(root: Path, model_config: ModelConfig) -> Store:
            for name, s in zip(names, shards, strict=True)
            if s.dtype != np.float32 or s.shape[1:] != (stats.num_steps, len(stats.channels))]
     if bad:
-        raise DataContractError("train: shards do not match stats.json", bad)
+        raise DataContractError(f"{stage}: shards do not match stats.json", bad)
     shard_ids = pc.index_in(index.column("shard"), pa.array(names)).to_numpy().astype(np.int32)
     shard_lengths = np.array([len(s) for s in shards])
     rows = index.column("row").to_numpy().astype(np.int32)
     if np.any(rows >= shard_lengths[shard_ids]):
-        raise DataContractError("train: index.parquet and the shards disagree", [Problem(
+        raise DataContractError(f"{stage}: index.parquet and the shards disagree", [Problem(
             "row_out_of_range", f"{int(np.sum(rows >= shard_lengths[shard_ids]))} index rows "
             "point past the end of their shard.", "Re-run the sequences stage.",
             file=str(paths.index), column="row")])
@@ -156,7 +148,8 @@ def _split(index: pa.Table, at: np.ndarray, shard_ids: np.ndarray, stats: StoreS
     )
 
 
-def _check_store(paths: StorePaths, stats: StoreStats, index: pa.Table, config: ModelConfig) -> None:
+def _check_store(paths: StorePaths, stats: StoreStats, index: pa.Table,
+                 config: ModelConfig | None, stage: str) -> None:
     """Every contract breach at once: index columns, null metadata, model/store shapes."""
     problems = [Problem("missing_column", f"column {c!r} is missing.", "Re-run the sequences "
                         "stage.", file=str(paths.index), column=c)
@@ -167,12 +160,15 @@ def _check_store(paths: StorePaths, stats: StoreStats, index: pa.Table, config: 
                                 "sequences stage.", file=str(paths.index), column="metadata",
                                 count=index.column("metadata").null_count))
     if problems:
-        raise DataContractError("train: index.parquet breaks the sequence store contract", problems)
+        raise DataContractError(f"{stage}: index.parquet breaks the sequence store contract",
+                                problems)
+    if config is None:
+        return
     store_shape = (stats.num_steps, len(stats.channels), len(stats.metadata_features))
     model_shape = (config.num_steps, config.num_channels, config.num_metadata)
     if model_shape not in (store_shape, (*store_shape[:2], 0)):
         raise UsageError(
-            f"train: the model expects (T, C, M) = {model_shape} but the store at {paths.root} "
+            f"{stage}: the model expects (T, C, M) = {model_shape} but the store at {paths.root} "
             f"holds {store_shape}. Set model num_steps={store_shape[0]}, num_channels="
             f"{store_shape[1]}, num_metadata={store_shape[2]} (or 0 for no metadata)."
         )

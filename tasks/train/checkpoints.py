@@ -23,7 +23,7 @@ from typing import Any
 import keras
 
 from stethoscope.model.deepheart import ModelConfig
-from stethoscope.tasks.shared.io import write_json_atomic
+from stethoscope.schemas.atomic import write_json_atomic
 from stethoscope.tasks.train.config import Phase
 
 log = logging.getLogger("stethoscope.train")

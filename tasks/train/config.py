@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stethoscope.model.deepheart import TaskSpec
 from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.outcome import Figure, StageOutcome
 from stethoscope.schemas.tables import PREDICTIONS
 
 DEAD_UNITS_FILE = "dead_units.json"  # DeadUnitMonitor's rows: dead share per layer per epoch
 Mode = Literal["supervised", "pretrain_finetune", "synthetic"]
-# predictions.parquet: DESIGN's columns, then extra metadata for strata and loss patterns
+# predictions.parquet: the documented columns (docs/architecture.md §4.7), then extra metadata for strata and loss patterns
 PREDICTION_COLUMNS = pa.schema([*PREDICTIONS, pa.field("coverage", pa.float64())])
 
 
@@ -51,6 +52,17 @@ class TrainResult(BaseModel):
     best_loss: float | None  # best monitored value of the last phase
     resumed_from_epoch: int | None  # None = started fresh
     num_predictions: int
+    history_plot: Path | None = None  # loss per epoch (train/plots.py)
+
+    def outcome(self) -> StageOutcome:
+        notes = [f"trained {', '.join(self.tasks)} ({self.mode}) for {self.epochs_completed} "
+                 f"epochs; best {self.monitor} {self.best_loss}"
+                 + (f"; resumed from epoch {self.resumed_from_epoch}"
+                    if self.resumed_from_epoch else "")]
+        figures = ([Figure("training", "Loss per epoch", self.history_plot)]
+                   if self.history_plot is not None else [])
+        return StageOutcome(stage="training", notes=notes, figures=figures)
+
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
             state = _fit(run, model, phase, state)
         if state.best_epoch is not None:  # early stopping restores the best epoch's weights
             model.load_weights(run.checkpoints.model_path(state.best_epoch))
+    if model is None or state is None:
+        raise ValueError("train_phases: no phase ran (no phases, or a checkpoint past the last)")
     return model, state
 
 

@@ -1,10 +1,10 @@
 """Training stage: sequence store -> `model.keras`, checkpoints, history, TensorBoard logs and
-`predictions.parquet` for the validation and test users (DESIGN section 4, issue item 2).
+`predictions.parquet` for the validation and test users (docs/architecture.md §4.7).
 
 Modes (TrainConfig.mode):
 - `supervised`: the condition labels (sigmoid heads, unknown labels masked).
 - `pretrain_finetune`: pre-train on the synthetic targets (linear heads), then copy every shared
-  layer into a network with condition heads and fine-tune it (technique 1 of DESIGN section 1).
+  layer into a network with condition heads and fine-tune it (technique 1, docs/architecture.md §1.1).
 - `synthetic`: the synthetic targets alone. Also what the two other modes fall back to when the
   store has no conditions (no labels.parquet); predictions.parquet is then empty.
 
@@ -36,9 +36,9 @@ import numpy as np
 import pyarrow as pa
 
 from stethoscope.model.deepheart import ModelConfig, TaskSpec, build_model, compile_model
+from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.tasks.shared.datasets import make_dataset
-from stethoscope.tasks.shared.io import write_json_atomic, write_parquet_atomic
 from stethoscope.tasks.shared.store import Split, Store, open_store
 from stethoscope.tasks.train.checkpoints import Checkpoints, run_fingerprint, save_model
 from stethoscope.tasks.train.config import PREDICTION_COLUMNS, Phase, TrainConfig, TrainResult

@@ -10,6 +10,8 @@ from pydantic import Field
 
 from stethoscope.schemas.config import StageConfig
 from stethoscope.schemas.layout import RunPaths
+from stethoscope.schemas.outcome import StageOutcome
+from stethoscope.schemas.summary import DataSection, Finding
 
 
 class ValidateConfig(StageConfig):
@@ -46,6 +48,7 @@ class ValidationResult:
     unknown_devices: dict[str, int]
     gx_success: bool | None
     warnings: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # validate/findings.py
 
     @property
     def report(self) -> Path:
@@ -69,3 +72,11 @@ class ValidationResult:
                          f"(great-expectations: {'pass' if self.gx_success else 'expectations failed'})")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def outcome(self) -> StageOutcome:
+        """The data counts, validation's findings and its first warnings, for the report."""
+        data = DataSection(rows_in=self.rows_in, rows_clean=self.rows_clean,
+                           rows_quarantined=self.rows_quarantined, users=self.users)
+        return StageOutcome(stage="data", findings=list(self.findings), data=data,
+                            notes=self.warnings[:10])
+

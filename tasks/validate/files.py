@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.schemas.errors import Problem
 from stethoscope.schemas.tables import SENSOR_LOGS
-from stethoscope.tasks.shared.io import write_parquet_atomic
 
 # Strings stay dictionary-encoded from the Parquet reader through the checks to the writer: a
 # user wears one device for weeks, so the gate compares int32 codes instead of strings, and the

@@ -23,6 +23,7 @@ import shutil
 import zoneinfo
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,14 +31,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stethoscope.schemas.atomic import write_json_atomic
 from stethoscope.schemas.devices import DEVICE_CATALOG
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.schemas.tables import SENSOR_LOGS
-from stethoscope.tasks.shared.io import list_parquet_files, write_json_atomic
+from stethoscope.tasks.shared.io import list_parquet_files
 from stethoscope.tasks.shared.progress import track
 from stethoscope.tasks.validate.config import ValidateConfig, ValidationResult
 from stethoscope.tasks.validate.files import FileCheck, check_file
+from stethoscope.tasks.validate.findings import validation_findings
 from stethoscope.tasks.validate.gx import GxSession
 from stethoscope.tasks.validate.rules import RULES, RowLimits
 from stethoscope.tasks.validate.tables import check_labels, load_users
@@ -88,7 +91,7 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         gx_success=None if gx is None else all(o["success"] for o in gx["suites"]),
         warnings=warnings)
     _raise_if_unusable(result, rejected, tally, config, cohort, run.validation_report)
-    return result
+    return replace(result, findings=validation_findings(result))
 
 
 def _sensor_files(cohort: CohortPaths) -> list[Path]:
@@ -208,7 +211,7 @@ def _finish_gx(started: Future[GxSession], tally: UnitTally, users: pd.DataFrame
 
 def _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined, rows_rejected,
             share, conditions, warnings, gx) -> dict:
-    per_rule = Counter()
+    per_rule: Counter[str] = Counter()
     files = []
     for c in checks:
         name = c.name

@@ -19,9 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
+
+if TYPE_CHECKING:  # GX itself is imported lazily (see GxSession)
+    from great_expectations.data_context.store.store import DataDocsSiteConfigTypedDict
 
 log = logging.getLogger("stethoscope.validate")
 
@@ -55,7 +58,9 @@ class GxSession:
         self._gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.context.add_data_docs_site(site_name=SITE, site_config=_site_config(docs_dir))
+        # cast: GX's TypedDict lists only some of the keys a site config takes (its own note says)
+        site_config = cast("DataDocsSiteConfigTypedDict", _site_config(docs_dir))
+        self.context.add_data_docs_site(site_name=SITE, site_config=site_config)
         self._source = self.context.data_sources.add_pandas(SITE)
         self.outcomes: list[SuiteOutcome] = []
 

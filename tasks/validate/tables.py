@@ -13,48 +13,35 @@ import pyarrow.parquet as pq
 
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.tables import SEXES
+from stethoscope.tasks.shared.users import read_users
 
 
 def load_users(path: Path) -> pd.DataFrame:
     """users.parquet, checked: every problem at once, as a DataContractError."""
     name = path.name
-    if not path.exists():
-        raise DataContractError(f"{path}: users table is missing", [Problem(
-            rule="missing_file", file=name, message="the cohort has no users.parquet.",
-            fix="write users.parquet with user_id, age, sex, timezone (one row per user)")])
-    try:
-        users = pq.read_table(path).to_pandas()
-    except Exception as exc:
-        raise DataContractError(f"{path}: users table cannot be read", [Problem(
-            rule="unreadable_file", file=name, message=f"{type(exc).__name__}: {exc}.",
-            fix="re-write users.parquet")]) from exc
+    users = read_users(path, stage="validate").to_pandas()
     problems = []
-    missing = [c for c in ("user_id", "age", "sex", "timezone") if c not in users.columns]
-    problems += [Problem(rule="missing_column", file=name, column=c, message="column is missing.",
-                         fix="add it (user_id str, age years, sex F/M/U, timezone IANA name)")
-                 for c in missing]
-    if not missing:
-        dup = users["user_id"][users["user_id"].duplicated()].unique().tolist()
-        if dup:
-            problems.append(Problem(rule="duplicate_user", file=name, column="user_id", count=len(dup),
-                                    message=f"user ids repeat: {dup[:5]}.", fix="keep one row per user"))
-        zones = zoneinfo.available_timezones()
-        bad_tz = sorted(set(users.loc[~users["timezone"].isin(zones), "timezone"].astype(str)))
-        if bad_tz:
-            problems.append(Problem(rule="unknown_timezone", file=name, column="timezone",
-                                    message=f"not IANA timezone names: {bad_tz[:5]}.",
-                                    fix="use names like 'Europe/Berlin' (zoneinfo.available_timezones())"))
-        bad_sex = sorted(set(users.loc[~users["sex"].isin(SEXES), "sex"].astype(str)))
-        if bad_sex:
-            problems.append(Problem(rule="unknown_sex", file=name, column="sex",
-                                    message=f"values {bad_sex[:5]} are not F, M or U.",
-                                    fix="map them to F, M or U (unknown)"))
-        age = pd.to_numeric(users["age"], errors="coerce")
-        bad_age = int(((age < 0) | (age > 120) | (age.isna() & users["age"].notna())).sum())
-        if bad_age:
-            problems.append(Problem(rule="age_out_of_range", file=name, column="age", count=bad_age,
-                                    message="ages must be numbers within [0, 120] years or null.",
-                                    fix="repair or null the ages"))
+    dup = users["user_id"][users["user_id"].duplicated()].unique().tolist()
+    if dup:
+        problems.append(Problem(rule="duplicate_user", file=name, column="user_id", count=len(dup),
+                                message=f"user ids repeat: {dup[:5]}.", fix="keep one row per user"))
+    zones = zoneinfo.available_timezones()
+    bad_tz = sorted(set(users.loc[~users["timezone"].isin(zones), "timezone"].astype(str)))
+    if bad_tz:
+        problems.append(Problem(rule="unknown_timezone", file=name, column="timezone",
+                                message=f"not IANA timezone names: {bad_tz[:5]}.",
+                                fix="use names like 'Europe/Berlin' (zoneinfo.available_timezones())"))
+    bad_sex = sorted(set(users.loc[~users["sex"].isin(SEXES), "sex"].astype(str)))
+    if bad_sex:
+        problems.append(Problem(rule="unknown_sex", file=name, column="sex",
+                                message=f"values {bad_sex[:5]} are not F, M or U.",
+                                fix="map them to F, M or U (unknown)"))
+    age = pd.to_numeric(users["age"], errors="coerce")
+    bad_age = int(((age < 0) | (age > 120) | (age.isna() & users["age"].notna())).sum())
+    if bad_age:
+        problems.append(Problem(rule="age_out_of_range", file=name, column="age", count=bad_age,
+                                message="ages must be numbers within [0, 120] years or null.",
+                                fix="repair or null the ages"))
     if problems:
         raise DataContractError(f"{path}: users table breaks its contract", problems)
     return users

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.schemas.devices import DEVICE_CATALOG
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.schemas.tables import QUARANTINE
-from stethoscope.tasks.shared.io import write_parquet_atomic
 from stethoscope.tasks.validate.files import (
     FileCheck,
     read_canonical,
@@ -135,8 +135,11 @@ def _write_outcome(unit: list[FileCheck], checked: CheckedRows, name: str, stage
         clean = checked.table if all_clean else checked.table.filter(pa.array(clean_mask))
         write_sensor_logs(clean, target)
     # users with a clean row: one run each (rows are sorted by user)
-    clean_per_run = np.add.reduceat(clean_mask, checked.user_starts) if not all_clean else None
-    tally.users += checked.user_starts.size if all_clean else int(np.count_nonzero(clean_per_run))
+    if all_clean:
+        tally.users += checked.user_starts.size
+    else:
+        clean_per_run = np.add.reduceat(clean_mask, checked.user_starts)
+        tally.users += int(np.count_nonzero(clean_per_run))
     for device, count in _device_counts(clean["device"]).items():
         if device not in DEVICE_CATALOG:
             tally.unknown_devices[device] += count

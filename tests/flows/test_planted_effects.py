@@ -16,7 +16,7 @@ in local 00:00-06:00):
   white noise of sd 4 bpm while the wearer sleeps (differences ~5.6 bpm without apnea).
   `max_pairs=None` uses the whole week; `max_pairs=SHORT_HORIZON_PAIRS` uses only the week's
   first 30 night pairs (mostly Monday 00:00-00:30, where some users are still awake), as a
-  model whose effective horizon is about half an hour of night would (DESIGN 1.3).
+  model whose effective horizon is about half an hour of night would (docs/architecture.md §1.1).
 - `daytime_heart_rate`: the median heart rate in local 08:00-20:00 — the planted hypertension
   signal (+6 bpm); generation-1 devices are unbiased by day, so it is the control.
 

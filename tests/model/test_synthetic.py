@@ -32,7 +32,6 @@ from stethoscope.tasks.audits.synthetic.config import (
 from stethoscope.tasks.audits.synthetic.findings import synthetic_findings
 from stethoscope.tasks.audits.synthetic.plots import plot_learnability
 from stethoscope.tasks.audits.synthetic.task import synthetic_task
-from stethoscope.tasks.report.outcomes import outcome_of
 from tests.model.conftest import write_store
 
 NUM_STEPS = 64
@@ -116,7 +115,7 @@ def test_recurrent_network_learns_what_the_memoryless_reference_cannot(store, tm
     assert result.plot_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "bilstm network" in result.note and "360 train / 120 validation" in result.note
 
-    outcome = outcome_of(result)  # what the report stage receives
+    outcome = result.outcome()  # what the report stage receives
     assert outcome.stage == "synthetic" and outcome.synthetic == result.results
     assert [f.path for f in outcome.figures] == [result.plot_file]
 

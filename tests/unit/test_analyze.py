@@ -21,8 +21,9 @@ from stethoscope.tasks.analyze.analysis import analyze_frame, analyze_prediction
 from stethoscope.tasks.analyze.config import AnalysisResult, AnalyzeConfig
 from stethoscope.tasks.analyze.inputs import normalise_predictions, read_predictions
 from stethoscope.tasks.analyze.metadata import age_bands
-from stethoscope.tasks.analyze.plots import load_samples, week_window
+from stethoscope.tasks.analyze.plots import load_samples
 from stethoscope.tasks.shared import stats as _stats
+from stethoscope.tasks.shared.calendar import week_window
 
 FAST = {"num_bootstrap": 300, "num_permutations": 300}
 DEVICES = {1: "apple_watch_1st_gen", 2: "apple_watch_series_2", 3: "apple_watch_series_3",

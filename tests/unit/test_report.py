@@ -33,7 +33,9 @@ from stethoscope.tasks.report import artifacts as report_artifacts
 from stethoscope.tasks.report import events as report_events
 from stethoscope.tasks.report import html as report_html
 from stethoscope.tasks.report import links as report_links
-from stethoscope.tasks.report.history import HISTORY, history_file, read_history, record_run
+from stethoscope.tasks.report import task as report_stage
+from stethoscope.tasks.report.config import HISTORY
+from stethoscope.tasks.report.history import history_file, read_history, record_run
 
 EVIL = "<script>alert('x')</script>"
 EVIL_DEVICE = '<img src=x onerror="alert(1)">'
@@ -192,7 +194,7 @@ def test_a_failed_run_emits_the_event_with_the_model_and_the_run(
     monkeypatch.setenv(report_links.REPORTS_URL_ENV, "http://127.0.0.1:4299/files")
     run = RunPaths(tmp_path / "runs" / "r2")
     model = str(tmp_path / "runs" / "r2" / "model" / "model.keras")
-    report_artifacts.publish(summary("r2", findings=(DEAD,)), run, [], None, model)
+    report_stage.publish(summary("r2", findings=(DEAD,)), run, [], None, model)
 
     [event] = [e for e in events() if e.event == report_events.FAILED_EVENT]
     assert event.resource.id == f"stethoscope.model.{model}"
@@ -222,7 +224,7 @@ def test_a_passing_run_emits_no_event_and_publishes_its_artifacts(
     current = summary("r2", finished=T0 + timedelta(days=1))
     trend = record_run(current, runs, flow="f")
     run = RunPaths(runs / "r2")
-    report_artifacts.publish(current, run, outcomes, trend, None)
+    report_stage.publish(current, run, outcomes, trend, None)
 
     assert not [e for e in events() if e.event == report_events.FAILED_EVENT]
     kinds = {kw.get("key"): kind for kind, kw in artifacts}
@@ -244,7 +246,7 @@ def test_verdict_markdown_escapes_data_and_marks_new_findings(tmp_path: Path, ar
                     message=f"devices not in the catalog: {EVIL_DEVICE} | x", recommendation="add")
     current = summary("r2", finished=T0 + timedelta(days=1), findings=(weird,))
     trend = record_run(current, runs, flow="f")
-    report_artifacts.publish(current, RunPaths(runs / "r2"), [], trend, None)
+    report_stage.publish(current, RunPaths(runs / "r2"), [], trend, None)
     markdown = next(kw["markdown"] for kind, kw in artifacts if kind == "markdown")
     assert EVIL_DEVICE not in markdown and "&lt;img src=x" in markdown and "\\| x" in markdown
     assert "| `UNKNOWN_DEVICES` |" in markdown and markdown.rstrip().endswith("| **new** |")
@@ -254,7 +256,7 @@ def test_verdict_markdown_escapes_data_and_marks_new_findings(tmp_path: Path, ar
 def test_a_first_run_has_no_new_column(tmp_path: Path, artifacts: list, events) -> None:
     current = summary("r1", findings=(DEAD,))
     trend = record_run(current, tmp_path, flow="f")
-    report_artifacts.publish(current, RunPaths(tmp_path / "r1"), [], trend, None)
+    report_stage.publish(current, RunPaths(tmp_path / "r1"), [], trend, None)
     markdown = next(kw["markdown"] for kind, kw in artifacts if kind == "markdown")
     assert "| severity | stage | code | finding | recommendation |\n" in markdown
     assert "new" not in markdown.lower().split("recommendation |")[1].split("\n")[0]

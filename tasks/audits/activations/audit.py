@@ -1,6 +1,6 @@
 """The activation audit: per-unit statistics of every convolutional, recurrent, dense and
 activation layer over a sample of validation user-weeks, heatmaps, and the findings
-DEAD_UNITS, CONSTANT_UNITS and SATURATED_UNITS (DESIGN section 1.2).
+DEAD_UNITS, CONSTANT_UNITS and SATURATED_UNITS (docs/architecture.md §1.1).
 
 One probe model exposes every inspected layer; each batch goes through it once (compiled) and
 its outputs are reduced at once to per-unit counts and sums, so memory depends on the batch size

@@ -11,7 +11,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from stethoscope.schemas.config import StageConfig
-from stethoscope.schemas.summary import Finding, LayerActivations
+from stethoscope.schemas.outcome import Figure, StageOutcome
+from stethoscope.schemas.summary import ActivationsSection, Finding, LayerActivations
 
 STAGE = "activations"
 UNITS_FILE = "units.parquet"
@@ -81,3 +82,15 @@ class ActivationsResult(BaseModel):
     heatmap_files: list[Path]
     dead_history_file: Path | None = None  # DeadUnitMonitor's rows, when training wrote them
     dead_history_plot: Path | None = None  # dead share per layer per epoch
+
+    def outcome(self) -> StageOutcome:
+        figures = [Figure("activations", f"Activations of {p.stem}", p,
+                          "units x time for a few validation user-weeks; night shaded")
+                   for p in self.heatmap_files]
+        if self.dead_history_plot is not None:
+            figures.insert(0, Figure(
+                "activations", "Dead units per epoch", self.dead_history_plot,
+                "share of each layer's units that are dead, after every epoch"))
+        return StageOutcome(stage="activations", findings=list(self.findings), figures=figures,
+                            activations=ActivationsSection(layers=list(self.layers)))
+

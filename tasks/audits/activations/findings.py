@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import Finding, LayerActivations
 from stethoscope.tasks.audits.activations.config import DEFAULT_CONFIG, STAGE, ActivationsConfig
 
@@ -21,7 +22,7 @@ def activation_findings(
         parts = [f"{_share(layer, layer.dead_units)}{_died_when(layer.name, dead_history)}"
                  for layer in dead]
         findings.append(_finding(
-            "DEAD_UNITS", max(layer.dead_fraction for layer in dead), config,
+            FindingCode.DEAD_UNITS, max(layer.dead_fraction for layer in dead), config,
             f"Dead units (exactly zero on >= {config.dead_threshold:.0%} of positions): "
             + "; ".join(parts) + ".",
             "Use Leaky ReLU (or ELU) instead of ReLU; lower the learning rate or clip gradients "
@@ -31,7 +32,7 @@ def activation_findings(
     constant = [layer for layer in layers if layer.constant_units]
     if constant:
         findings.append(_finding(
-            "CONSTANT_UNITS",
+            FindingCode.CONSTANT_UNITS,
             max(len(layer.constant_units) / layer.units for layer in constant), config,
             f"Units whose output does not change over time on >= {config.constant_threshold:.0%} of "
             "user-weeks (bias only): " + "; ".join(
@@ -43,7 +44,7 @@ def activation_findings(
     saturated = [layer for layer in layers if layer.saturated_fraction > 0]
     if saturated:
         findings.append(Finding(
-            stage=STAGE, severity="warning", code="SATURATED_UNITS",
+            stage=STAGE, severity="warning", code=FindingCode.SATURATED_UNITS,
             message=f"Saturated tanh/sigmoid units (within {config.saturation_margin} of their "
             f"bounds on >= {config.saturated_threshold:.0%} of positions): " + "; ".join(
                 f"{layer.name} {layer.saturated_fraction:.0%} of {layer.units} units"

@@ -2,19 +2,16 @@
 share of dead units per layer per epoch (when training recorded it).
 
 `matplotlib.figure.Figure` objects, never pyplot: no global state, no display needed;
-`save_png` writes one atomically.
+tasks/shared/figures.py writes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-
-from stethoscope.tasks.shared.io import atomic_path
 
 
 def plot_heatmaps(
@@ -72,13 +69,6 @@ def plot_dead_history(rows: Sequence[dict]) -> Figure:
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
     return fig
-
-
-def save_png(figure: Figure, path: Path) -> Path:
-    """`figure` as a PNG at `path`, written atomically."""
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=90)
-    return path
 
 
 def _in_window(hours: np.ndarray, window: tuple[float, float]) -> np.ndarray:

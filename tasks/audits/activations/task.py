@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from prefect import task
 
-from stethoscope.schemas.summary import LayerActivations
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.tasks.audits.activations.audit import audit_activations
 from stethoscope.tasks.audits.activations.config import (
     DEFAULT_CONFIG,
@@ -19,25 +19,11 @@ from stethoscope.tasks.audits.activations.config import (
     ActivationsResult,
 )
 from stethoscope.tasks.audits.activations.findings import activation_findings
-from stethoscope.tasks.audits.activations.plots import plot_dead_history, plot_heatmaps, save_png
+from stethoscope.tasks.audits.activations.plots import plot_dead_history, plot_heatmaps
+from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
-from stethoscope.tasks.shared.io import write_parquet_atomic
+from stethoscope.tasks.shared.figures import save_png
 from stethoscope.tasks.shared.store import iter_store_batches, store_stats
-
-
-def _publish(layers: list[LayerActivations]) -> None:
-    from prefect.artifacts import create_table_artifact
-    from prefect.context import TaskRunContext
-
-    if TaskRunContext.get() is None:  # called outside a Prefect run (tests, notebooks)
-        return
-    create_table_artifact(
-        key="activations-layers",
-        table=[{"layer": x.name, "units": x.units, "dead": len(x.dead_units),
-                "dead_fraction": round(x.dead_fraction, 4), "constant": len(x.constant_units),
-                "saturated_fraction": round(x.saturated_fraction, 4)} for x in layers],
-        description="Dead, constant and saturated units per layer",
-    )
 
 
 @task(name="activations", task_run_name="activations {model_path.name}")
@@ -63,13 +49,17 @@ def activations_task(
     units_file = write_parquet_atomic(
         pa.Table.from_pandas(audit.units, schema=UNITS_SCHEMA, preserve_index=False),
         out_dir / UNITS_FILE)
-    # Store bins start at local Monday 00:00 (DESIGN 3): step t starts t x bin_seconds later
+    # Store bins start at local Monday 00:00 (docs/architecture.md §4.4): step t starts t x bin_seconds later
     # (an hour off on the days after a DST change).
     hours = (np.arange(stats.num_steps) * stats.bin_seconds / 3600.0) % 24.0 if stats else None
     heatmaps = [save_png(plot_heatmaps(name, sample, hours, config.night_hours),
                           out_dir / f"heatmap_{name}.png")
                 for name, sample in audit.samples.items()]
-    _publish(audit.layers)
+    publish_table("activations-layers", [
+        {"layer": x.name, "units": x.units, "dead": len(x.dead_units),
+         "dead_fraction": round(x.dead_fraction, 4), "constant": len(x.constant_units),
+         "saturated_fraction": round(x.saturated_fraction, 4)} for x in audit.layers],
+        "Dead, constant and saturated units per layer")
     return ActivationsResult(layers=audit.layers, findings=findings,
                              num_user_weeks=audit.num_user_weeks, units_file=units_file,
                              heatmap_files=heatmaps, dead_history_file=dead_history_file,

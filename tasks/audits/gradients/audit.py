@@ -1,4 +1,4 @@
-"""The gradient audit: how far the network's memory reaches (DESIGN section 1.3), and whether
+"""The gradient audit: how far the network's memory reaches (docs/architecture.md §1.1), and whether
 gradients vanish or explode across its depth.
 
 Input-gradient profile: g[u, t, c] = d raw_output[u, t_mid, task] / d sequence[u, t, c] for every
@@ -62,9 +62,7 @@ from stethoscope.tasks.audits.gradients.config import (
     GradientsConfig,
     Horizon,
 )
-from stethoscope.tasks.audits.gradients.findings import (
-    _first_last_ratio,
-)
+from stethoscope.tasks.audits.gradients.findings import _first_last_ratio
 from stethoscope.tasks.audits.gradients.plots import channel_names
 from stethoscope.tasks.audits.gradients.profile import (
     forward_recurrence_only,

@@ -11,6 +11,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.outcome import Figure, StageOutcome
 from stethoscope.schemas.summary import Finding, GradientsSection
 
 PROFILE_FILE = "profile.parquet"
@@ -91,6 +92,13 @@ class GradientsResult(BaseModel):
     first_last_ratio: float | None
     plot_file: Path
     weight_gradients_file: Path
+
+    def outcome(self) -> StageOutcome:
+        figures = [Figure("gradients", "Input-gradient profile around t_mid", self.plot_file,
+                          "mean |d raw_output[t_mid] / d input[t]| on a log scale; horizon marked")]
+        return StageOutcome(stage="gradients", findings=list(self.findings), figures=figures,
+                            gradients=self.section)
+
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import Finding
 from stethoscope.tasks.audits.gradients.config import (
     DEFAULT_CONFIG,
@@ -27,9 +28,9 @@ def gradient_findings(
     if audit.horizon_hours < config.required_context_hours:
         findings.append(short_memory_finding(audit, config, task))
     if audit.ratio is not None and audit.ratio < config.vanishing_ratio:
-        findings.append(ratio_finding("VANISHING_GRADIENTS", audit))
+        findings.append(ratio_finding(FindingCode.VANISHING_GRADIENTS, audit))
     if audit.ratio is not None and audit.ratio > config.exploding_ratio:
-        findings.append(ratio_finding("EXPLODING_GRADIENTS", audit))
+        findings.append(ratio_finding(FindingCode.EXPLODING_GRADIENTS, audit))
     return findings
 
 
@@ -41,9 +42,9 @@ def _first_last_ratio(norms: pd.DataFrame) -> float | None:
 
 STAGE = "gradients"
 RATIO_RECOMMENDATIONS = {
-    "VANISHING_GRADIENTS": "Add residual or skip connections and normalisation layers, prefer "
+    FindingCode.VANISHING_GRADIENTS: "Add residual or skip connections and normalisation layers, prefer "
     "LSTM/GRU over simple RNNs, use Glorot/He initialisation and non-saturating activations.",
-    "EXPLODING_GRADIENTS": "Clip gradients (clipnorm), lower the learning rate, add "
+    FindingCode.EXPLODING_GRADIENTS: "Clip gradients (clipnorm), lower the learning rate, add "
     "normalisation layers and check the initialisation scale.",
 }
 
@@ -53,7 +54,7 @@ def short_memory_finding(audit: GradientAudit, config: GradientsConfig, task: st
     """SHORT_MEMORY: the horizon in hours against the context the task needs."""
     h, p = audit.horizon, audit.profile
     return Finding(
-        stage=STAGE, severity="warning", code="SHORT_MEMORY",
+        stage=STAGE, severity="warning", code=FindingCode.SHORT_MEMORY,
         message=f"d {config.output_layer}[t={p.timestep}, task {task or config.task_index}]"
         f" / d input stays above 1e-{config.decades:g} x its peak over {horizon_sides(h)}: "
         f"{audit.horizon_hours:.1f} h of context, but the task needs "
@@ -65,7 +66,7 @@ def short_memory_finding(audit: GradientAudit, config: GradientsConfig, task: st
     )
 
 
-def ratio_finding(code: str, audit: GradientAudit) -> Finding:
+def ratio_finding(code: FindingCode, audit: GradientAudit) -> Finding:
     """VANISHING_GRADIENTS or EXPLODING_GRADIENTS: the first and the last layer's RMS."""
     norms = audit.weight_gradients
     first, last = norms.iloc[0], norms.iloc[-1]

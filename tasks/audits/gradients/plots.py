@@ -32,7 +32,8 @@ def plot_gradient_profile(audit: GradientAudit, channels: Sequence[str] | None =
         if is_open:
             ax.axvline(x, color="tab:red", ls="--")
     hours = audit.bin_seconds / 3600.0
-    ax.secondary_xaxis("top", functions=(lambda x: x * hours, lambda x: x / hours)).set_xlabel(
+    ax.secondary_xaxis("top", functions=(lambda x: np.multiply(x, hours),
+                                         lambda x: np.divide(x, hours))).set_xlabel(
         "offset (hours)")
     ax.set_xlabel("offset from t_mid (input steps)")
     ax.set_ylabel("mean |d raw_output[t_mid] / d input[t]|")

@@ -66,6 +66,7 @@ def gradient_profile(
         num_user_weeks += len(inputs[0])
     if sums is None:
         raise ValueError("gradient_profile got no batches; give it at least one user-week")
+    assert timestep is not None  # set on the first batch, and there was one
     center = int(round((timestep + 0.5) * steps / out_steps - 0.5))
     abs_sum, signed_sum, *weight_sums = sums
     return GradientProfile(abs_sum / num_user_weeks, signed_sum / num_user_weeks, timestep,
@@ -107,9 +108,9 @@ def _gradient_sums_fn(
 
 
 def _weight_norms(layers: list[keras.layers.Layer], grads: list[np.ndarray]) -> pd.DataFrame:
-    rows, grads = [], iter(grads)
+    rows, per_variable = [], iter(grads)
     for layer in layers:
-        total = sum(float(np.square(next(grads)).sum()) for _ in layer.trainable_weights)
+        total = sum(float(np.square(next(per_variable)).sum()) for _ in layer.trainable_weights)
         size = sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
         rows.append({"layer": layer.name, "num_weights": size, "grad_norm": total ** 0.5,
                      "grad_rms": (total / size) ** 0.5})

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 from prefect import task
 
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.schemas.summary import GradientsSection
 from stethoscope.tasks.audits.gradients.audit import audit_gradients, profile_table
 from stethoscope.tasks.audits.gradients.config import (
@@ -14,35 +15,16 @@ from stethoscope.tasks.audits.gradients.config import (
     PLOT_FILE,
     PROFILE_FILE,
     WEIGHT_GRADIENTS_FILE,
-    GradientAudit,
     GradientsConfig,
     GradientsResult,
 )
-from stethoscope.tasks.audits.gradients.findings import (
-    gradient_findings,
-)
+from stethoscope.tasks.audits.gradients.findings import gradient_findings
 from stethoscope.tasks.audits.gradients.plots import plot_gradient_profile
-from stethoscope.tasks.audits.gradients.profile import (
-    WEIGHT_GRADIENTS_SCHEMA,
-)
+from stethoscope.tasks.audits.gradients.profile import WEIGHT_GRADIENTS_SCHEMA
+from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
-from stethoscope.tasks.shared.io import atomic_path, write_parquet_atomic
+from stethoscope.tasks.shared.figures import save_png
 from stethoscope.tasks.shared.store import iter_store_batches, store_stats
-
-
-def _publish(audit: GradientAudit) -> None:
-    from prefect.artifacts import create_table_artifact
-    from prefect.context import TaskRunContext
-
-    if TaskRunContext.get() is None:  # called outside a Prefect run (tests, notebooks)
-        return
-    h = audit.horizon
-    create_table_artifact(
-        key="gradients-layers",
-        table=audit.weight_gradients.round(8).to_dict(orient="records"),
-        description=f"Weight-gradient norms per layer (first/last RMS ratio {audit.ratio}); "
-        f"horizon {h.back} steps back, {h.forward} forward, {audit.horizon_hours:.1f} h",
-    )
 
 
 @task(name="gradients", task_run_name="gradients {model_path.name}")
@@ -64,12 +46,14 @@ def gradients_task(
     out_dir = Path(out_dir)
     profile_file = write_parquet_atomic(profile_table(audit.profile, channels),
                                         out_dir / PROFILE_FILE)
-    with atomic_path(out_dir / PLOT_FILE) as tmp:
-        plot_gradient_profile(audit, channels).savefig(tmp, format="png", dpi=90)
+    save_png(plot_gradient_profile(audit, channels), out_dir / PLOT_FILE)
     norms_file = write_parquet_atomic(
         pa.Table.from_pandas(audit.weight_gradients, schema=WEIGHT_GRADIENTS_SCHEMA,
                              preserve_index=False), out_dir / WEIGHT_GRADIENTS_FILE)
-    _publish(audit)
+    h = audit.horizon
+    publish_table("gradients-layers", audit.weight_gradients.round(8).to_dict(orient="records"),
+                  f"Weight-gradient norms per layer (first/last RMS ratio {audit.ratio}); "
+                  f"horizon {h.back} steps back, {h.forward} forward, {audit.horizon_hours:.1f} h")
     section = GradientsSection(
         output_layer=config.output_layer, task=task_name, timestep=audit.profile.timestep,
         horizon_steps_back=audit.horizon.back, horizon_steps_forward=audit.horizon.forward,

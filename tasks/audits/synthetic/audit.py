@@ -1,5 +1,5 @@
 """The synthetic-target audit: can the configured architecture learn each synthetic target at
-all (DESIGN section 1.1)? A target stands for a prerequisite of the real conditions (telling day
+all (docs/architecture.md §1.1)? A target stands for a prerequisite of the real conditions (telling day
 from night, memory across days, ...); an architecture that cannot learn it on the inputs it is
 computed from cannot learn a condition that needs the same thing either.
 
@@ -118,7 +118,7 @@ def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: Mode
                     ) -> SyntheticAudit:
     """Train the configured network and the reference on the store's budgeted sample and score
     every target on the validation user-weeks."""
-    store = open_store(Path(store_dir), model_config)
+    store = open_store(Path(store_dir), model_config, stage="synthetic")
     names = target_names(store, config)
     train = budget(store.splits["train"], names, config.max_train_user_weeks, config.seed)
     val = budget(store.splits["val"], names, config.max_val_user_weeks, config.seed + 1)

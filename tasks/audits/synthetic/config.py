@@ -10,6 +10,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from stethoscope.schemas.config import StageConfig
+from stethoscope.schemas.outcome import Figure, StageOutcome
 from stethoscope.schemas.summary import Finding, SyntheticResult
 
 TABLE_FILE = "learnability.parquet"
@@ -116,6 +117,14 @@ class SyntheticAuditResult(BaseModel):
     table_file: Path
     plot_file: Path
     note: str
+
+    def outcome(self) -> StageOutcome:
+        figures = [Figure("synthetic", "Synthetic-target learnability", self.plot_file,
+                          "R² per target on validation user-weeks: the network, the memory-less "
+                          "reference and the train mean; dashed: the threshold")]
+        return StageOutcome(stage="synthetic", findings=list(self.findings), figures=figures,
+                            synthetic=list(self.results), notes=[self.note])
+
 
 
 def prerequisite_of(target: str) -> str:

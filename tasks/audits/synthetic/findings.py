@@ -9,6 +9,7 @@ clearly below the reference) with a recommendation to match. When the sanity tar
 
 from __future__ import annotations
 
+from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import Finding
 from stethoscope.tasks.audits.synthetic.config import (
     DEFAULT_CONFIG,
@@ -44,7 +45,7 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
     sanity target was evaluated and not learned in this run."""
     if not s.evaluated:
         return Finding(
-            stage=STAGE, severity="info", code="SYNTHETIC_NOT_EVALUATED",
+            stage=STAGE, severity="info", code=FindingCode.SYNTHETIC_NOT_EVALUATED,
             message=f"{s.target}: only {s.n_train} train and {s.n_val} validation "
             f"user-weeks with a known value in the budget (at least {config.min_known} "
             "each needed), so whether the network can learn it is unknown.",
@@ -52,7 +53,7 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
             "or check why the labels stage leaves this target null (window minimums).")
     if not s.learned and sanity_failed and s.target == SANITY_TARGET:
         return Finding(
-            stage=STAGE, severity="warning", code="SYNTHETIC_NOT_LEARNED",
+            stage=STAGE, severity="warning", code=FindingCode.SYNTHETIC_NOT_LEARNED,
             message=not_learned_message(s, audit, config) + (
                 " Every architecture should learn this one: with "
                 f"{audit.num_train_user_weeks} train user-weeks and {audit.epochs_trained} "
@@ -65,7 +66,7 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
     if not s.learned:
         return Finding(
             stage=STAGE, severity="info" if sanity_failed else "warning",
-            code="SYNTHETIC_NOT_LEARNED",
+            code=FindingCode.SYNTHETIC_NOT_LEARNED,
             message=not_learned_message(s, audit, config, inconclusive=sanity_failed),
             recommendation=recommendation(s, audit, config))
     return None
@@ -74,6 +75,8 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
 def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig,
                         inconclusive: bool = False) -> str:
     """Which rule the score failed, in words; `inconclusive` when the sanity target failed."""
+    if s.r2 is None or s.baseline_r2 is None:
+        raise ValueError(f"{s.target} was not evaluated: it has no R^2 to explain")
     reference = "" if s.reference_r2 is None else f", {audit.reference} {s.reference_r2:.2f}"
     scores = (f"R^2 {s.r2:.2f} on {s.n_val} validation user-weeks (train mean "
               f"{s.baseline_r2:.2f}{reference})")
@@ -101,6 +104,8 @@ def recommendation(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
     if s.still_improving:
         return ("Raise synthetic.epochs (or max_train_user_weeks) until the validation loss "
                 "levels off, then re-read this verdict before changing the architecture.")
+    if s.r2 is None:
+        raise ValueError(f"{s.target} was not evaluated: there is no verdict to act on")
     if s.r2 >= config.r2_threshold:
         return (f"The {audit.reference} does better: what the network adds hurts. Check the "
                 "activation audit for dead or saturated units and the gradient audit for "

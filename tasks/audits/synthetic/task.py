@@ -7,33 +7,18 @@ from pathlib import Path
 from prefect import task
 
 from stethoscope.model.deepheart import ModelConfig
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.tasks.audits.synthetic.audit import audit_synthetic, learnability_table
 from stethoscope.tasks.audits.synthetic.config import (
     PLOT_FILE,
     TABLE_FILE,
-    SyntheticAudit,
     SyntheticAuditResult,
     SyntheticConfig,
 )
-from stethoscope.tasks.audits.synthetic.findings import (
-    synthetic_findings,
-)
+from stethoscope.tasks.audits.synthetic.findings import synthetic_findings
 from stethoscope.tasks.audits.synthetic.plots import plot_learnability
-from stethoscope.tasks.shared.io import atomic_path, write_parquet_atomic
-
-
-def _publish(audit: SyntheticAudit) -> None:
-    from prefect.artifacts import create_table_artifact
-    from prefect.context import TaskRunContext
-
-    if TaskRunContext.get() is None:  # called outside a Prefect run (tests, notebooks)
-        return
-    create_table_artifact(
-        key="synthetic-learnability",
-        table=learnability_table(audit).to_pylist(),
-        description=f"R^2 on validation per synthetic target: {audit.network} vs "
-        f"{audit.reference} vs the train mean",
-    )
+from stethoscope.tasks.shared.artifacts import publish_table
+from stethoscope.tasks.shared.figures import save_png
 
 
 @task(name="synthetic")
@@ -44,9 +29,10 @@ def synthetic_task(store_dir: Path, out_dir: Path, config: SyntheticConfig,
     audit = audit_synthetic(store_dir, config, model_config)
     out_dir = Path(out_dir)
     table_file = write_parquet_atomic(learnability_table(audit), out_dir / TABLE_FILE)
-    with atomic_path(out_dir / PLOT_FILE) as tmp:
-        plot_learnability(audit, config.r2_threshold).savefig(tmp, format="png", dpi=90)
-    _publish(audit)
+    save_png(plot_learnability(audit, config.r2_threshold), out_dir / PLOT_FILE)
+    publish_table("synthetic-learnability", learnability_table(audit).to_pylist(),
+                  f"R^2 on validation per synthetic target: {audit.network} vs "
+                  f"{audit.reference} vs the train mean")
     note = (f"{audit.network} and {audit.reference} fitted on {audit.num_train_user_weeks} "
             f"train / {audit.num_val_user_weeks} validation user-weeks "
             f"({audit.epochs_trained} of at most {config.epochs} epochs)")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +71,9 @@ def map_columns(header: list[str], channel: Channel, file: str) -> ExportColumns
                 f"rename the column to {expected!r}.", file=file, column=expected))
     if problems:
         return problems
-    return ExportColumns(time=found["time"], value=found["value"], user=found["user"])
+    time, value = found["time"], found["value"]
+    assert time is not None and value is not None  # a required role without a match is a problem
+    return ExportColumns(time=time, value=value, user=found["user"])
 
 def find_exports(source: Path) -> tuple[dict[str, dict[Channel, Path]], list[Problem]]:
     """Export files in `source` by user and channel; other files are left alone."""
@@ -95,7 +98,7 @@ def find_exports(source: Path) -> tuple[dict[str, dict[Channel, Path]], list[Pro
 
 
 @contextmanager
-def _open_export(path: Path) -> Iterator[io.BufferedIOBase]:
+def _open_export(path: Path) -> Iterator[IO[bytes]]:
     """A binary stream of the CSV, unzipping `.zip` files (which must hold one CSV)."""
     if path.suffix.lower() != ".zip":
         with path.open("rb") as stream:

@@ -2,7 +2,7 @@
 
 Input: a folder holding, per user, `<USER>_hr.csv[.zip]` (row index, `user`, `datetime`,
 `heartrate`) and `<USER>_steps.csv[.zip]` (row index, `user`, `datetime`, `steps`), `datetime`
-being naive local wall-clock time. Output: a cohort directory (DESIGN section 3) with
+being naive local wall-clock time. Output: a cohort directory (docs/architecture.md §4) with
 `sensor_logs/<user_id>.parquet` in the SENSOR_LOGS schema and `users.parquet` in the USERS schema;
 no labels (exports carry none). Heart rate and steps are joined on the exact timestamp (full
 outer join), each at its own cadence: nothing is resampled. A user with one file only is
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.schemas.devices import is_known_device
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.layout import CohortPaths
@@ -70,7 +71,6 @@ from stethoscope.tasks.cohorts.import_csv.users import (
     resolve_profile,
     users_table,
 )
-from stethoscope.tasks.shared.io import write_parquet_atomic
 from stethoscope.tasks.shared.progress import track
 
 log = logging.getLogger("stethoscope.import_csv")

@@ -1,6 +1,6 @@
 """Simulate stage: write a realistic synthetic cohort with planted, documented effects.
 
-Owns a cohort directory (DESIGN section 3, `schemas.layout.CohortPaths`): `sensor_logs/
+Owns a cohort directory (docs/architecture.md §4, `schemas.layout.CohortPaths`): `sensor_logs/
 part-NNNNN.parquet` (one file per chunk of `users_per_file` users, users in order, rows sorted by
 (user_id, timestamp)), `users.parquet` and `labels.parquet`, each in its `schemas.tables` schema.
 The cohort is built in a hidden sibling directory and renamed into place when complete, so a
@@ -66,12 +66,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.schemas.errors import UsageError
 from stethoscope.schemas.layout import CohortPaths
 from stethoscope.schemas.tables import DEFAULT_CONDITIONS, LABELS, SENSOR_LOGS, USERS
 from stethoscope.tasks.cohorts.simulate.config import SimulateConfig, SimulateResult
 from stethoscope.tasks.cohorts.simulate.signals import UserProfile, simulate_user_minutes
-from stethoscope.tasks.shared.io import write_parquet_atomic
 from stethoscope.tasks.shared.progress import track
 
 log = logging.getLogger("stethoscope.simulate")
