@@ -23,8 +23,17 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/stethoscope serve
 
+# import-linter (grimp) and mypy need the namespace as one directory: a tree of links to the
+# folders, rebuilt each time. Contracts and settings: pyproject.toml; docs/architecture.md §2.
+LINT_TREE := build/lint
+
 lint: $(STAMP)
-	$(BIN)/ruff check flows tasks model schemas tests bench
+	$(BIN)/ruff check stethoscope flows tasks model schemas tests bench
+	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE)
+	cp -rs $(CURDIR)/stethoscope $(LINT_TREE)/
+	for d in flows tasks model schemas; do ln -s $(CURDIR)/$$d $(LINT_TREE)/stethoscope/$$d; done
+	cd $(LINT_TREE) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --config $(CURDIR)/pyproject.toml
+	cd $(LINT_TREE) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p stethoscope
 
 test: lint
 	$(BIN)/python -m pytest
@@ -36,4 +45,4 @@ bench: $(STAMP)
 	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info
