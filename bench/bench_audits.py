@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stethoscope.model.deepheart import ModelConfig, TaskSpec, build_model  # noqa: E402
+from stethoscope.model.config import ModelConfig, TaskSpec  # noqa: E402
+from stethoscope.model.deepheart import build_model  # noqa: E402
 from stethoscope.tasks.audits.activations.audit import audit_activations  # noqa: E402
 from stethoscope.tasks.audits.activations.config import ActivationsConfig  # noqa: E402
 from stethoscope.tasks.audits.gradients.audit import audit_gradients  # noqa: E402

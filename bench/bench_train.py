@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # the store fabricator lives with the model tests
 
 
 def _model_config(num_steps: int):
-    from stethoscope.model.deepheart import ModelConfig
+    from stethoscope.model.config import ModelConfig
 
     return ModelConfig(num_steps=num_steps)
 

@@ -1,18 +1,25 @@
 """The `stethoscope` command line (docs/architecture.md §1.3, §5.4).
 
 Exit status: 0 ran (pass or warn), 3 ran and the status is fail, 2 bad usage or unusable input
-(a clear message, nothing half-written), 1 unexpected crash. Heavy imports happen inside each
-command so that `--help` stays instant.
+(a clear message, nothing half-written), 1 unexpected crash. Each command checks its arguments,
+paths and the whole `--config` first (flows/parameters.py is light), and imports Prefect and
+TensorFlow only after that: a usage error answers in well under a second.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stethoscope.flows import environment
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from stethoscope.flows.parameters import RunOutcome
 
 EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_FAIL = 0, 1, 2, 3
 
@@ -48,26 +55,20 @@ def _validate(args: argparse.Namespace) -> int:
     from stethoscope.tasks.validate.config import ValidateConfig
     from stethoscope.tasks.validate.gate import validate_cohort
 
+    data = _cohort(args.data)
+    out = _run_dir(args.out)
     config = ValidateConfig(
         max_quarantine_share=args.max_quarantine_share,
         great_expectations=not args.no_great_expectations,
     )
-    result = validate_cohort(CohortPaths(Path(args.data)), RunPaths(Path(args.out)), config)
+    result = validate_cohort(CohortPaths(data), RunPaths(out), config)
     print(result.describe())
     return EXIT_OK
 
 
-class _ThreadTimeoutNotice(logging.Filter):
-    """Prefect warns, for every task with a timeout run in a worker thread, that the timeout
-    cannot interrupt blocking calls. Known and accepted (the timeout still fails the task once
-    the call returns): say it once in the docs, not once per task per night."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "running in a worker thread" not in record.getMessage()
-
-
-def _load_config(path: str | None) -> dict:
-    """A run config file (YAML or JSON) with any of AuditParameters' stage sections."""
+def _load_config(path: str | None, cli_keys: tuple[str, ...] = ()) -> dict:
+    """A run config file (YAML or JSON) with stage sections; a key the command line sets itself
+    (`cli_keys`, e.g. data_dir) is an error rather than silently overridden."""
     if not path:
         return {}
     import yaml
@@ -75,15 +76,53 @@ def _load_config(path: str | None) -> dict:
     from stethoscope.schemas.errors import UsageError
 
     file = Path(path)
-    if not file.exists():
+    if not file.is_file():
         raise UsageError(f"--config {path}: no such file")
-    data = yaml.safe_load(file.read_text()) or {}
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: not readable as YAML or JSON ({exc}). Fix the file; "
+                         "its top level maps stage names (labels, train, ...) to settings") from None
     if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of stage sections, found {type(data).__name__}")
+        raise UsageError(f"--config {path}: expected a mapping of stage sections, found "
+                         f"{type(data).__name__}")
+    clashes = sorted(set(data) & set(cli_keys))
+    if clashes:
+        raise UsageError(f"--config {path}: {', '.join(clashes)} come from the command line "
+                         "(--data, --out); remove them from the file")
     return data
 
 
-def _finish(outcome) -> int:
+def _cohort(path: str) -> Path:
+    from stethoscope.flows.roots import check_cohort
+
+    return check_cohort(path)
+
+
+def _existing_file(path: str, flag: str, what: str) -> Path:
+    from stethoscope.schemas.errors import UsageError
+
+    file = Path(path)
+    if not file.is_file():
+        state = "is a directory" if file.is_dir() else "does not exist"
+        raise UsageError(f"{flag} {path}: the {what} {state}")
+    return file
+
+
+def _run_dir(path: str) -> Path:
+    """--out: a run directory; its parent is the runs directory, its name the run id."""
+    from stethoscope.schemas.errors import UsageError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {path}: is a file; give a directory for the run")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"--out {path}: {blocked} is a file, so no directory can be made under it")
+    return out
+
+
+def _finish(outcome: RunOutcome) -> int:
     """Say where the run's report and summary are; exit 3 when its status is fail."""
     print(f"\nstatus: {outcome.status}\nreport:  {outcome.report.resolve()}\n"
           f"summary: {outcome.summary.resolve()}")
@@ -91,12 +130,15 @@ def _finish(outcome) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stethoscope.flows.nightly_audit import AuditParameters, nightly_audit
+    data = _cohort(args.data)
+    out = _run_dir(args.out)
+    config = _load_config(args.config, ("data_dir", "runs_dir", "run_id"))
+    from stethoscope.flows.parameters import AuditParameters
 
-    out = Path(args.out)
     params = AuditParameters.model_validate(
-        {**_load_config(args.config), "data_dir": str(args.data), "runs_dir": str(out.parent),
-         "run_id": out.name})
+        {**config, "data_dir": str(data), "runs_dir": str(out.parent), "run_id": out.name})
+    from stethoscope.flows.nightly_audit import nightly_audit
+
     return _finish(nightly_audit(params))
 
 
@@ -107,18 +149,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    predictions = _existing_file(args.predictions, "--predictions", "predictions table")
+    out = _run_dir(args.out)
     from stethoscope.flows.analyze_predictions import analyze_flow
 
-    return _finish(analyze_flow(Path(args.predictions), Path(args.out)))
+    return _finish(analyze_flow(predictions, out))
 
 
 def _audit_model(args: argparse.Namespace) -> int:
+    model = _existing_file(args.model, "--model", "model file")
+    data = _cohort(args.data)
+    out = _run_dir(args.out)
+    config = _load_config(args.config, ("model_file", "data_dir", "runs_dir", "run_id"))
     from stethoscope.flows.audit_model import AuditModelParameters, audit_model_flow
 
-    out = Path(args.out)
     params = AuditModelParameters.model_validate(
-        {**_load_config(args.config), "model_file": str(args.model), "data_dir": str(args.data),
-         "runs_dir": str(out.parent), "run_id": out.name})
+        {**config, "model_file": str(model), "data_dir": str(data), "runs_dir": str(out.parent),
+         "run_id": out.name})
     return _finish(audit_model_flow(params))
 
 
@@ -134,10 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stethoscope",
         description="Nightly audits of deep networks trained on wearable heart-rate and step data.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"stethoscope {_version()}")
+    _add_verbosity(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -q / -v after the command too: `stethoscope run -q ...`
+    common = argparse.ArgumentParser(add_help=False)
+    _add_verbosity(common, defaults=False)
 
-    p = sub.add_parser("simulate", help="write a synthetic cohort", description=(
+    p = sub.add_parser("simulate", parents=[common], help="write a synthetic cohort", description=(
         "Write a realistic synthetic cohort (sensor_logs/, users.parquet, labels.parquet) with "
         "planted condition and device effects. Deterministic for a seed."))
     p.add_argument("--users", type=int, default=50, help="number of users (default 50)")
@@ -146,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cohort directory to create")
     p.set_defaults(func=_simulate)
 
-    p = sub.add_parser("import-csv", help="vendor CSV exports -> cohort", description=(
+    p = sub.add_parser("import-csv", parents=[common], help="vendor CSV exports -> cohort", description=(
         "Turn vendor CSV exports (one heart-rate and one steps file per user, naive local "
         "times, zipped or not) into a cohort directory."))
     p.add_argument("--source", required=True, help="folder of <USER>_hr.csv[.zip] and <USER>_steps.csv[.zip]")
@@ -158,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users-csv", default=None, help="CSV with user_id and any of timezone, device, age, sex")
     p.set_defaults(func=_import_csv)
 
-    p = sub.add_parser("validate", help="validate a cohort's sensor logs", description=(
+    p = sub.add_parser("validate", parents=[common], help="validate a cohort's sensor logs", description=(
         "Check a cohort against its data contract: clean rows, quarantined rows with the rule "
         "they broke, files set aside whole, report.json and great-expectations Data Docs."))
     p.add_argument("--data", required=True, help="cohort directory")
@@ -169,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the great-expectations suite and Data Docs (row gate only)")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("run", help="the whole nightly audit", description=(
+    p = sub.add_parser("run", parents=[common], help="the whole nightly audit", description=(
         "Validate, derive synthetic labels and sequences, train, audit activations and "
         "gradients, analyse predictions, and write summary.json + report.html. Runs as a "
         "Prefect flow (an embedded server when PREFECT_API_URL is unset). Exit 3 when the "
@@ -180,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(validation, labels, sequences, model, train, activations, gradients, analyze)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("audit-model", help="audits of an existing model", description=(
+    p = sub.add_parser("audit-model", parents=[common], help="audits of an existing model", description=(
         "Run the activation and gradient audits on a saved Keras model (safe mode) against a "
         "cohort: validate, labels and sequences of the cohort, then the audits and the report."))
     p.add_argument("--model", required=True, help="a .keras file (e.g. <run>/model/model.keras)")
@@ -189,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections")
     p.set_defaults(func=_audit_model)
 
-    p = sub.add_parser("analyze", help="prediction analysis alone", description=(
+    p = sub.add_parser("analyze", parents=[common], help="prediction analysis alone", description=(
         "Analyse a predictions.parquet (columns, docs/architecture.md §4.7: user_id, week_start, task, split, "
         "y_true, y_score, device, device_generation, age, sex, extra metadata) from any model."))
     p.add_argument("--predictions", required=True, help="predictions Parquet file")
     p.add_argument("--out", required=True, help="run directory to write")
     p.set_defaults(func=_analyze)
 
-    p = sub.add_parser("demo", help="simulate a small cohort and run the nightly audit on it",
+    p = sub.add_parser("demo", parents=[common], help="simulate a small cohort and run the nightly audit on it",
                        description="Simulate a small cohort and run the whole audit on it with "
                        "small, fast settings; prints where the report is.")
     p.add_argument("--dir", default="demo", help="where the cohort and the runs go (default ./demo)")
@@ -205,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("serve", help="local Prefect server, pool, deployments, worker", description=(
+    p = sub.add_parser("serve", parents=[common], help="local Prefect server, pool, deployments, worker", description=(
         "Start a Prefect server on 127.0.0.1, create the process work pool, deploy prefect.yaml, "
         "simulate the demo cohort if missing, start a worker and print the UI address. "
         "Ctrl-C stops everything it started."))
@@ -218,26 +269,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain(exc: ValidationError, config: str | None) -> str:
+    """Every bad setting on a line of its own: where (section.key), what is wrong, what was given."""
+    source = f"--config {config}" if config else "the settings"
+    lines = [f"{source} has {exc.error_count()} bad setting(s):"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        given = "" if error["type"] == "missing" else f" (given: {error.get('input')!r:.80})"
+        lines.append(f"  {where}: {error['msg']}{given}")
+    lines.append("Each section takes the fields of its stage's config (docs/architecture.md §1.3).")
+    return "\n".join(lines)
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    # Only the top-level parser sets defaults: a subparser's default would overwrite `-q run`.
+    unset: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", **unset,
+                       help="warnings, errors and the result only")
+    group.add_argument("-v", "--verbose", action="store_true", **unset,
+                       help="debug logging of stethoscope's own loggers")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stethoscope")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for chatty in ("httpx", "httpcore"):  # one line per API call to the embedded server
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+    environment.set_defaults()
+    environment.configure_logging(
+        "quiet" if args.quiet else "verbose" if args.verbose else "normal")
     from pydantic import ValidationError
 
-    from stethoscope.schemas.errors import DataContractError, UsageError
+    from stethoscope.schemas.errors import StethoscopeError
 
     try:
         return args.func(args)
-    except (DataContractError, UsageError, ValidationError) as exc:
+    except ValidationError as exc:
+        print(f"stethoscope {args.command}: {_explain(exc, getattr(args, 'config', None))}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except StethoscopeError as exc:
         print(f"stethoscope {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception:  # the last resort: say it is a bug, keep the traceback

@@ -69,3 +69,20 @@ FormPath = Annotated[
     Field(min_length=1, json_schema_extra={"pattern": FORM_PATH_PATTERN}),
 ]
 """A path parameter of a deployed flow: relative to the project directory or inside a root."""
+
+
+def check_cohort(data_dir: str | Path) -> Path:
+    """`data_dir` as a path, or a UsageError saying what is missing and how to make it: the first
+    thing every flow and entry point checks, so a missing cohort never surfaces as a traceback
+    from deep inside a stage."""
+    from stethoscope.schemas.errors import UsageError
+    from stethoscope.schemas.layout import CohortPaths
+
+    cohort = CohortPaths(Path(data_dir))
+    if not cohort.root.is_dir():
+        state = "is a file" if cohort.root.exists() else "does not exist"
+        raise UsageError(
+            f"the cohort directory {cohort.root} {state}. A cohort directory holds sensor_logs/ "
+            f"and users.parquet: make a simulated one with `stethoscope simulate --out "
+            f"{cohort.root}`, or point data_dir (--data) at your cohort")
+    return cohort.root

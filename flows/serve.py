@@ -57,12 +57,14 @@ class ServeOptions:
 
 
 def project_dir() -> Path:
-    """The directory holding prefect.yaml: the working directory, else this clone."""
-    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (candidate / "prefect.yaml").exists():
-            return candidate.resolve()
-    raise UsageError("no prefect.yaml in the working directory or next to the installed "
-                     "flows; run it from a clone of stethoscope (cd into it)")
+    """The working directory, which must hold prefect.yaml: serve writes cohorts/, runs/ and
+    .prefect/ there, so it never starts anywhere else (e.g. in the install directory)."""
+    here = Path.cwd()
+    if not (here / "prefect.yaml").is_file():
+        raise UsageError(f"{here} has no prefect.yaml, so it is not a stethoscope project "
+                         "directory: cd into the clone of stethoscope (the directory with "
+                         "prefect.yaml and flows/) and run `stethoscope serve` there")
+    return here.resolve()
 
 
 def prefect_environment(options: ServeOptions) -> dict[str, str]:
@@ -73,6 +75,7 @@ def prefect_environment(options: ServeOptions) -> dict[str, str]:
     env["PREFECT_SERVER_API_HOST"] = HOST
     env["PREFECT_SERVER_API_PORT"] = str(options.port)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stethoscope")  # our log lines in the UI
     env.setdefault("PREFECT_SERVER_UI_V2_ENABLED", "false")  # V1 UI: no request off the machine
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env

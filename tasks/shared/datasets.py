@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from stethoscope.model.deepheart import TaskSpec
+from stethoscope.model.config import TaskSpec
 from stethoscope.tasks.shared.store import Split, Store
 
 

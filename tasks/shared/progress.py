@@ -6,7 +6,10 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import keras
 
 T = TypeVar("T")
 log = logging.getLogger("stethoscope")
@@ -32,3 +35,24 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
             log.info("%s: %d/%d (%.0f%%)", description, done, total, 100 * done / total)
             while next_mark <= done / total + 1e-9:
                 next_mark += 0.1
+
+
+def epoch_logger(logger: logging.Logger, what: str, total_epochs: int, steps_per_epoch: int
+                 ) -> keras.callbacks.Callback:
+    """A Keras callback that logs one line per epoch: `what: epoch 3/12 (40 batches, 2.1 s):
+    loss 0.412, val_loss 0.455`. Long fits show progress in the terminal and the run's logs."""
+    import time
+
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            values = ", ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items()
+                               if k in ("loss", "val_loss"))
+            logger.info("%s: epoch %d/%d (%d batches, %.1f s): %s", what, epoch + 1,
+                        total_epochs, steps_per_epoch, time.perf_counter() - self.started, values)
+
+    return EpochLog()

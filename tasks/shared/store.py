@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stethoscope.model.deepheart import ModelConfig
+from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.sequence_store import INDEX, StorePaths, StoreStats
 

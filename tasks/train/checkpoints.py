@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 
-from stethoscope.model.deepheart import ModelConfig
+from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.atomic import write_json_atomic
 from stethoscope.tasks.train.config import Phase
 

@@ -9,7 +9,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from stethoscope.model.deepheart import TaskSpec
+from stethoscope.model.config import TaskSpec
 from stethoscope.schemas.config import StageConfig
 from stethoscope.schemas.outcome import Figure, StageOutcome
 from stethoscope.schemas.tables import PREDICTIONS

@@ -18,12 +18,8 @@ from pathlib import Path
 
 import keras
 
-from stethoscope.model.deepheart import (
-    ModelConfig,
-    build_model,
-    compile_model,
-    transfer_weights,
-)
+from stethoscope.model.config import ModelConfig
+from stethoscope.model.deepheart import build_model, compile_model, transfer_weights
 from stethoscope.schemas.errors import UsageError
 from stethoscope.tasks.shared.datasets import make_dataset
 from stethoscope.tasks.shared.store import Store

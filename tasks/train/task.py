@@ -13,7 +13,7 @@ import keras
 from prefect import task
 
 from stethoscope.model.callbacks import DeadUnitMonitor
-from stethoscope.model.deepheart import ModelConfig
+from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.tasks.shared.store import iter_store_batches
 from stethoscope.tasks.train.config import DEAD_UNITS_FILE, TrainConfig, TrainResult

@@ -35,7 +35,8 @@ import keras
 import numpy as np
 import pyarrow as pa
 
-from stethoscope.model.deepheart import ModelConfig, TaskSpec, build_model, compile_model
+from stethoscope.model.config import ModelConfig, TaskSpec
+from stethoscope.model.deepheart import build_model, compile_model
 from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.tasks.shared.datasets import make_dataset

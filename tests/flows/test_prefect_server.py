@@ -90,6 +90,12 @@ def test_audit_on_demand_completes_and_publishes_its_artifacts(
     assert (run_dir / "report.html").exists()
     assert (run_dir.parent / "history.parquet").exists()
 
+    # stethoscope's own log lines (stage results, epochs) reach the run's logs in the UI
+    logs = prefect_stack.request("POST", "/logs/filter", json={
+        "logs": {"flow_run_id": {"any_": [flow_run["id"]]}}, "limit": 200}).json()
+    ours = {entry["name"] for entry in logs if entry["name"].startswith("stethoscope.")}
+    assert {"stethoscope.labels", "stethoscope.train"} <= ours, sorted({e["name"] for e in logs})
+
     artifacts = prefect_stack.artifacts(flow_run["id"])
     assert f"stethoscope run `api-run`: **{summary['status'].upper()}**" in artifacts["verdict"]["data"]
     assert artifacts["verdict"]["type"] == "markdown"

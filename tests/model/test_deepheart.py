@@ -13,14 +13,8 @@ import pydantic
 import pytest
 import tensorflow as tf
 
-from stethoscope.model.deepheart import (
-    ModelConfig,
-    TaskSpec,
-    build_model,
-    head_name,
-    inspected_layer_names,
-    transfer_weights,
-)
+from stethoscope.model.config import ModelConfig, TaskSpec, head_name, inspected_layer_names
+from stethoscope.model.deepheart import build_model, transfer_weights
 from stethoscope.model.losses import MaskedBinaryCrossentropy, MaskedMeanSquaredError
 
 T = 64

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
 
-from stethoscope.model.deepheart import ModelConfig
+from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.errors import UsageError
 from stethoscope.schemas.sequence_store import StorePaths, StoreStats
 from stethoscope.tasks.audits.synthetic.audit import (

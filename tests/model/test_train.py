@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from stethoscope.model.deepheart import ModelConfig, TaskSpec
+from stethoscope.model.config import ModelConfig, TaskSpec
 from stethoscope.schemas.errors import DataContractError, UsageError
 from stethoscope.schemas.tables import PREDICTIONS
 from stethoscope.tasks.shared.datasets import epoch_order

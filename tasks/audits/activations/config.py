@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +30,10 @@ UNITS_SCHEMA = pa.schema(
         pa.field("saturated", pa.bool_(), nullable=False),
     ]
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 class ActivationsConfig(StageConfig):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,9 @@ PROFILE_SCHEMA = pa.schema(
         pa.field("mean_signed", pa.float64(), nullable=False),
     ]
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class GradientsConfig(StageConfig):

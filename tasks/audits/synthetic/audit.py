@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.metrics import r2_score
 
-from stethoscope.model.deepheart import ModelConfig
+from stethoscope.model.config import ModelConfig
 from stethoscope.tasks.audits.synthetic.config import (
     DEFAULT_CONFIG,
     LEARNABILITY_SCHEMA,

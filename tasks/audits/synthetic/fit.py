@@ -21,10 +21,12 @@ import keras
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
-from stethoscope.model.deepheart import ModelConfig, TaskSpec, build_model, compile_model
+from stethoscope.model.config import ModelConfig, TaskSpec
+from stethoscope.model.deepheart import build_model, compile_model
 from stethoscope.schemas.errors import UsageError
 from stethoscope.tasks.audits.synthetic.config import SyntheticConfig
 from stethoscope.tasks.shared.datasets import make_dataset
+from stethoscope.tasks.shared.progress import epoch_logger
 from stethoscope.tasks.shared.store import Split, Store
 
 log = logging.getLogger("stethoscope.synthetic")
@@ -90,9 +92,12 @@ def fit_network(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec
     val_data = make_dataset(store, val, specs, config.batch_size, use_metadata=use_metadata)
     stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience,
                                          restore_best_weights=True)
+    steps = math.ceil(len(train) / config.batch_size)
+    progress = epoch_logger(log, f"synthetic: {model_config.recurrence} network", config.epochs,
+                            steps)
     history = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                        steps_per_epoch=math.ceil(len(train) / config.batch_size),
-                        callbacks=[stop], shuffle=False, verbose=0).history
+                        steps_per_epoch=steps, callbacks=[stop, progress], shuffle=False,
+                        verbose=0).history
     outputs = model.predict(val_data, verbose=0)  # {head: [n_val, 1]}
     predicted = {s.name: outputs[s.head][:, 0] for s in specs}
     diverged = [s for s in specs if not np.all(np.isfinite(predicted[s.name]))]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import task
 
-from stethoscope.model.deepheart import ModelConfig
+from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.tasks.audits.synthetic.audit import audit_synthetic, learnability_table
 from stethoscope.tasks.audits.synthetic.config import (

@@ -1,0 +1,71 @@
+"""The process settings every entry point (the command line, the Python API) applies before
+Prefect or TensorFlow is imported: telemetry off, servers on 127.0.0.1, stethoscope's own log
+lines sent to the Prefect UI with the run's, and one readable log format that names the task run
+a line comes from. A value the user set in the environment is never overridden."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Literal
+
+Verbosity = Literal["quiet", "normal", "verbose"]
+
+DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # the embedded server's telemetry
+    "PREFECT_SERVER_API_HOST": "127.0.0.1",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "stethoscope",  # our loggers reach the run's logs in the UI
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+# Libraries that log at INFO for every call, or at DEBUG whatever the caller wants.
+_CHATTY = ("httpx", "httpcore", "matplotlib", "PIL", "numba", "great_expectations", "urllib3",
+           "asyncio", "aiosqlite", "alembic", "uvicorn", "docket")
+
+
+def set_defaults() -> None:
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+class _RunFormatter(logging.Formatter):
+    """`time LEVEL logger [task run]: message`; the task run when Prefect logged the line. A
+    failure that is a data-contract or usage error (exit 2) is shown without its traceback:
+    its message already names the file, column, rule and fix. Any other keeps it (a bug)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from stethoscope.schemas.errors import StethoscopeError
+
+        if record.exc_info and isinstance(record.exc_info[1], StethoscopeError):
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None,
+                                            "exc_text": None})
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        record.where = f"{record.name} [{run}]" if run else record.name
+        return super().format(record)
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Prefect warns, for every task with a timeout run in a worker thread, that the timeout
+    cannot interrupt blocking calls. Known and accepted (the timeout still fails the task once
+    the call returns): say it once in the docs, not once per task per night."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread" not in record.getMessage()
+
+
+def configure_logging(verbosity: Verbosity = "normal") -> None:
+    """Log to stderr. quiet: warnings and errors only; verbose: stethoscope's loggers at DEBUG
+    (other libraries stay at INFO)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RunFormatter("%(asctime)s %(levelname)s %(where)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if verbosity == "quiet" else logging.INFO)
+    ours = logging.getLogger("stethoscope")
+    ours.setLevel({"quiet": logging.WARNING, "normal": logging.INFO,
+                   "verbose": logging.DEBUG}[verbosity])
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+    if verbosity == "quiet":
+        logging.getLogger("prefect").setLevel(logging.WARNING)

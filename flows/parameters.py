@@ -1,0 +1,78 @@
+"""The parameters of the flows, as pydantic models composed of the stages' configs (the Prefect
+UI renders them as one form), and what a flow returns.
+
+Light on purpose: pydantic and the stages' config modules only, no Prefect, no TensorFlow, so
+the command line and the Python API check a whole configuration in well under a second before
+anything heavy is imported or a server started.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stethoscope.flows.roots import FormPath
+from stethoscope.model.config import ModelConfig
+from stethoscope.schemas.layout import RunPaths
+from stethoscope.tasks.analyze.config import AnalyzeConfig
+from stethoscope.tasks.audits.activations.config import ActivationsConfig
+from stethoscope.tasks.audits.gradients.config import GradientsConfig
+from stethoscope.tasks.audits.synthetic.config import SyntheticConfig
+from stethoscope.tasks.labels.config import LabelsConfig
+from stethoscope.tasks.sequences.config import SequencesConfig
+from stethoscope.tasks.train.config import TrainConfig
+from stethoscope.tasks.validate.config import ValidateConfig
+
+
+class AuditParameters(BaseModel):
+    """Everything a run needs; each stage's section has its own defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: FormPath = Field(description="cohort directory: sensor_logs/, users.parquet, labels.parquet")
+    runs_dir: FormPath = Field("runs", description="where run directories are created")
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                               description="name of the run directory; default: time + random suffix")
+    validation: ValidateConfig = Field(default_factory=ValidateConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    sequences: SequencesConfig = Field(default_factory=SequencesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
+    gradients: GradientsConfig = Field(default_factory=GradientsConfig)
+    analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @model_validator(mode="after")
+    def _one_sequence_length(self) -> AuditParameters:
+        lengths = {"labels.num_bins": self.labels.num_bins,
+                   "sequences.num_steps": self.sequences.num_steps,
+                   "model.num_steps": self.model.num_steps}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the sequence length T must agree: {lengths}; set all three alike")
+        return self
+
+    def run_paths(self) -> RunPaths:
+        """The run directory. Without a run_id it is named after the Prefect flow run, so that
+        retrying a flow run writes to (and resumes in) the same directory."""
+        from prefect.runtime import flow_run
+
+        run_id = self.run_id
+        if run_id is None:
+            suffix = (flow_run.id or uuid.uuid4().hex)[:8]
+            run_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{suffix}"
+            if flow_run.id and flow_run.scheduled_start_time:
+                run_id = f"{flow_run.scheduled_start_time:%Y%m%d-%H%M%S}-{suffix}"
+        return RunPaths(Path(self.runs_dir) / run_id)
+
+
+class RunOutcome(BaseModel):
+    """What the flow returns: where to look, and the verdict."""
+
+    run_id: str
+    status: str
+    summary: Path
+    report: Path

@@ -1,0 +1,133 @@
+"""The command line and the Python API as a user meets them: usage errors answer at once, with a
+message and no traceback, before TensorFlow or Prefect is loaded; -q / -v / --version; serve
+refuses to start outside a project; and the API runs the real flows end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import stethoscope
+from stethoscope.flows.cli import EXIT_USAGE, build_parser, main
+from stethoscope.schemas.errors import UsageError
+from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
+from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
+from tests.flows.conftest import tiny_settings
+
+PROJECT = Path(__file__).resolve().parents[2]
+PROBE = """
+import sys, time
+started = time.perf_counter()
+from stethoscope.flows.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("tensorflow", "keras", "prefect") if m in sys.modules)
+print(f"exit={code} heavy={heavy} seconds={time.perf_counter() - started:.3f}")
+"""
+
+
+@pytest.fixture
+def empty_cohort(tmp_path: Path) -> Path:
+    cohort = tmp_path / "cohort"
+    (cohort / "sensor_logs").mkdir(parents=True)
+    return cohort
+
+
+def _probe(*argv: str, cwd: Path) -> tuple[str, str, float]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout, done.stderr, time.perf_counter() - started
+
+
+def test_a_bad_config_key_answers_in_under_a_second_without_heavy_imports(
+        tmp_path: Path, empty_cohort: Path):
+    config = tmp_path / "config.yaml"
+    config.write_text("train:\n  epochz: 3\n")
+    argv = ("run", "--data", str(empty_cohort), "--out", str(tmp_path / "runs" / "r"),
+            "--config", str(config))
+    # best of three whole processes (interpreter start-up included): the machine is shared
+    results = [_probe(*argv, cwd=tmp_path) for _ in range(3)]
+    stdout, stderr, _ = results[0]
+    assert "exit=2 heavy=[]" in stdout, stdout + stderr
+    assert "train.epochz: Extra inputs are not permitted (given: 3)" in stderr
+    assert f"--config {config}" in stderr and "Traceback" not in stderr
+    assert min(seconds for *_, seconds in results) < 1.0, [r[2] for r in results]
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(("setup", "expected"), [
+    ("missing_cohort", "the cohort directory {tmp}/nowhere does not exist"),
+    ("out_under_a_file", "is a file, so no directory can be made under it"),
+    ("yaml_syntax", "not readable as YAML or JSON"),
+    ("binary_config", "not readable as YAML or JSON"),
+    ("key_from_the_command_line", "data_dir come from the command line"),
+])
+def test_usage_errors_name_the_problem_and_exit_2(
+        setup: str, expected: str, tmp_path: Path, empty_cohort: Path,
+        capsys: pytest.CaptureFixture[str]):
+    config = tmp_path / "config.yaml"
+    argv = ["run", "--data", str(empty_cohort), "--out", str(tmp_path / "runs" / "r")]
+    if setup == "missing_cohort":
+        argv[2] = str(tmp_path / "nowhere")
+    elif setup == "out_under_a_file":
+        (tmp_path / "file").write_text("x")
+        argv[4] = str(tmp_path / "file" / "r")
+    else:
+        config.write_bytes({"yaml_syntax": b"train: [\n", "binary_config": b"\xff\xfe\x00\x81",
+                            "key_from_the_command_line": b"data_dir: elsewhere\n"}[setup])
+        argv += ["--config", str(config)]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert expected.format(tmp=tmp_path) in err and "Traceback" not in err
+
+
+def test_quiet_verbose_and_version():
+    parser = build_parser()
+    for argv in (["-q", "validate", "--data", "d", "--out", "o"],
+                 ["validate", "-q", "--data", "d", "--out", "o"]):
+        args = parser.parse_args(argv)
+        assert args.quiet and not args.verbose
+    assert parser.parse_args(["run", "-v", "--data", "d", "--out", "o"]).verbose
+    assert not parser.parse_args(["run", "--data", "d", "--out", "o"]).quiet
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "-q", "-v", "--data", "d", "--out", "o"])
+    done = subprocess.run([sys.executable, "-m", "stethoscope.flows.cli", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"stethoscope {stethoscope.__version__}"
+
+
+def test_serve_refuses_to_start_outside_a_project(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "stethoscope.flows.cli", "serve"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_USAGE
+    assert "has no prefect.yaml" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no cohorts/, runs/ or .prefect/ written
+
+
+def test_the_python_api_refuses_bad_input_before_starting(tmp_path: Path):
+    with pytest.raises(UsageError, match="does not exist"):
+        stethoscope.run(tmp_path / "nowhere", tmp_path / "runs" / "r")
+    with pytest.raises(UsageError, match="no such file"):
+        stethoscope.analyze(tmp_path / "missing.parquet", tmp_path / "runs" / "a")
+
+
+@pytest.mark.slow
+def test_the_python_api_runs_and_analyses_end_to_end(tmp_path: Path, prefect_server):
+    cohort = tmp_path / "cohort"
+    simulate_cohort(SimulateConfig(users=16, weeks=1, seed=5), cohort)
+    result = stethoscope.run(cohort, tmp_path / "runs" / "api-1", config=tiny_settings(128))
+    assert result.run_id == "api-1" and result.status in ("pass", "warn", "fail")
+    assert result.summary_path.is_file() and result.report_path.is_file()
+    assert result.summary().run_id == "api-1"
+    assert all(f.code and f.severity and f.message for f in result.findings)
+
+    predictions = pd.read_parquet(result.run_dir / "predictions" / "predictions.parquet")
+    analysis = stethoscope.analyze(predictions, tmp_path / "runs" / "api-2",
+                                   config={"num_bootstrap": 100, "num_permutations": 100})
+    assert analysis.run_id == "api-2" and analysis.report_path.is_file()
+    assert analysis.summary().predictions.tasks  # the table was analysed, not just accepted
