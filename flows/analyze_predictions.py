@@ -1,4 +1,8 @@
-"""`stethoscope analyze`: the prediction analysis alone, on predictions from any model."""
+"""`stethoscope analyze`: the prediction analysis alone, on a predictions table from any model.
+
+Wiring only: the analyze stage, then the report. What the table must hold and how the strata
+default is the stage's business (tasks/analyze/inputs.py, docs/architecture.md §4.7).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from stethoscope.flows.nightly_audit import RunOutcome
-from stethoscope.schemas.layout import RunPaths
+from stethoscope.flows.parameters import RunOutcome
+from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.tasks.analyze.config import AnalyzeConfig
 from stethoscope.tasks.analyze.task import analyze_task
 from stethoscope.tasks.report.task import report_task
@@ -16,15 +20,26 @@ from stethoscope.tasks.shared.policy import stage_options
 
 
 @flow(name="analyze-predictions", log_prints=True)
-def analyze_flow(predictions_file: Path, run_dir: Path,
-                 config: AnalyzeConfig | None = None) -> RunOutcome:
-    """Analyse `predictions_file` into `run_dir`: summary.json and report.html."""
+def analyze_flow(predictions_file: Path, run_dir: Path, config: AnalyzeConfig | None = None,
+                 strata: list[str] | None = None, data_dir: Path | None = None) -> RunOutcome:
+    """Analyse `predictions_file` into `run_dir`: summary.json and report.html.
+
+    `config`: the `analyze` section (default AnalyzeConfig()); `strata`: column names that
+    replace its strata_columns (None keeps them; [] analyses no strata); `data_dir`: a cohort
+    directory whose sensor_logs/ and users.parquet the weeks of the top rows are drawn from
+    (None: no week plots)."""
     started_at = datetime.now(UTC)
     run = RunPaths(Path(run_dir))
     config = config or AnalyzeConfig()
+    if strata is not None:
+        config = config.with_strata(strata)
+    cohort = CohortPaths(Path(data_dir)) if data_dir is not None else None
     analysis = analyze_task.with_options(**stage_options(1800, outputs=("out_dir",)))(
-        Path(predictions_file), run.analysis, config)
+        Path(predictions_file), run.analysis, config,
+        cohort.sensor_logs if cohort else None, cohort.users if cohort else None)
+    parameters = {"predictions_file": str(predictions_file),
+                  "data_dir": str(data_dir) if data_dir is not None else None,
+                  "analyze": config.model_dump(mode="json")}
     summary = report_task.with_options(**stage_options(600, outputs=("run_dir",)))(
-        run.root, {"predictions_file": str(predictions_file), "analyze": config.model_dump(mode="json")},
-        started_at, [analysis])
+        run.root, parameters, started_at, [analysis])
     return RunOutcome(run_id=run.run_id, status=summary.status, summary=run.summary, report=run.report)

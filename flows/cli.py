@@ -151,9 +151,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     predictions = _existing_file(args.predictions, "--predictions", "predictions table")
     out = _run_dir(args.out)
+    data = _cohort(args.data) if args.data else None
+    settings = _load_config(args.config)
+    strata = [c.strip() for c in args.strata.split(",")] if args.strata is not None else None
+    from stethoscope.tasks.analyze.config import AnalyzeConfig
+
+    config = AnalyzeConfig.model_validate(settings.get("analyze", {}))
+    if strata is not None:
+        config = config.with_strata([c for c in strata if c])
     from stethoscope.flows.analyze_predictions import analyze_flow
 
-    return _finish(analyze_flow(predictions, out))
+    return _finish(analyze_flow(predictions, out, config, data_dir=data))
 
 
 def _audit_model(args: argparse.Namespace) -> int:
@@ -241,10 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_audit_model)
 
     p = sub.add_parser("analyze", parents=[common], help="prediction analysis alone", description=(
-        "Analyse a predictions.parquet (columns, docs/architecture.md §4.7: user_id, week_start, task, split, "
-        "y_true, y_score, device, device_generation, age, sex, extra metadata) from any model."))
+        "Analyse a predictions table from any model: user_id, task, y_true (0/1), y_score "
+        "(probability); optional week_start, split, device, device_generation, age, sex and any "
+        "other column (docs/architecture.md §4.7). Strata: --strata, else every extra text or "
+        "integer column with 2-20 values, device_generation (from device), sex and an age band."))
     p.add_argument("--predictions", required=True, help="predictions Parquet file")
     p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--strata", default=None, metavar="COL[,COL...]",
+                   help="the columns to stratify by (default: chosen from the table; '' = none)")
+    p.add_argument("--config", default=None, help="YAML/JSON file with an `analyze` section")
+    p.add_argument("--data", default=None, metavar="COHORT",
+                   help="cohort directory to draw the weeks of the top wins and losses from")
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("demo", parents=[common], help="simulate a small cohort and run the nightly audit on it",

@@ -30,10 +30,12 @@ class FindingCode(StrEnum):
     SHORT_MEMORY = "SHORT_MEMORY"
     VANISHING_GRADIENTS = "VANISHING_GRADIENTS"
     EXPLODING_GRADIENTS = "EXPLODING_GRADIENTS"
+    GRADIENTS_NOT_EVALUATED = "GRADIENTS_NOT_EVALUATED"
     # analyze
     NO_PREDICTIONS = "NO_PREDICTIONS"
     TASK_NOT_EVALUABLE = "TASK_NOT_EVALUABLE"
     BASELINE_UNAVAILABLE = "BASELINE_UNAVAILABLE"
+    BASELINE_NO_METADATA = "BASELINE_NO_METADATA"
     METADATA_DOMINATED = "METADATA_DOMINATED"
     WEAK_STRATUM = "WEAK_STRATUM"
     UNDERPOWERED_STRATUM = "UNDERPOWERED_STRATUM"
@@ -70,12 +72,16 @@ REGISTRY: dict[FindingCode, CodeInfo] = {
         "gradients", "per-layer gradient norms shrink by orders of magnitude towards the input"),
     FindingCode.EXPLODING_GRADIENTS: CodeInfo(
         "gradients", "per-layer gradient norms grow by orders of magnitude towards the input"),
+    FindingCode.GRADIENTS_NOT_EVALUATED: CodeInfo(
+        "gradients", "the model has no per-step output, so no input-gradient horizon"),
     FindingCode.NO_PREDICTIONS: CodeInfo(
         "analyze", "the predictions table holds no rows to analyse"),
     FindingCode.TASK_NOT_EVALUABLE: CodeInfo(
         "analyze", "a task with too few positives or negatives for an AUROC"),
     FindingCode.BASELINE_UNAVAILABLE: CodeInfo(
         "analyze", "the metadata-only baseline could not be fitted"),
+    FindingCode.BASELINE_NO_METADATA: CodeInfo(
+        "analyze", "the predictions table has no age or sex: the metadata baseline was not fitted"),
     FindingCode.METADATA_DOMINATED: CodeInfo(
         "analyze", "the network adds little over a logistic regression on age and sex"),
     FindingCode.WEAK_STRATUM: CodeInfo(

@@ -109,7 +109,7 @@ class StratumMetrics(_Record):
 
 class TopLoss(_Record):
     user_id: str
-    week_start: date
+    week_start: date | None  # None when the predictions table has no week_start
     task: str
     y_true: int
     y_score: float

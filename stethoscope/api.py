@@ -85,11 +85,15 @@ def audit_model(model: keras.Model | str | Path, data_dir: str | Path, out_dir: 
 
 
 def analyze(predictions: pd.DataFrame | str | Path, out_dir: str | Path,
-            config: ConfigLike = None) -> AuditResult:
+            strata: list[str] | None = None, config: ConfigLike = None,
+            data_dir: str | Path | None = None) -> AuditResult:
     """The prediction analysis of a table with at least user_id, task, y_true, y_score (a
-    DataFrame, saved into the run directory first, or a Parquet file). `config`: the `analyze`
-    section, as a mapping or a YAML/JSON file with an `analyze:` key."""
+    DataFrame, saved into the run directory first, or a Parquet file). `strata`: the columns to
+    stratify by (default: chosen from the table). `config`: the `analyze` section, as a mapping
+    or a YAML/JSON file with an `analyze:` key. `data_dir`: a cohort to draw the weeks of the
+    top wins and losses from."""
     out = _run_dir(out_dir)
+    data = _cohort(data_dir) if data_dir is not None else None
     settings = _config(config)
     from stethoscope.tasks.analyze.config import AnalyzeConfig
 
@@ -97,7 +101,8 @@ def analyze(predictions: pd.DataFrame | str | Path, out_dir: str | Path,
     _prepare()
     from stethoscope.flows.analyze_predictions import analyze_flow
 
-    return _result(analyze_flow(_predictions_file(predictions, out), out, analyze_config))
+    return _result(analyze_flow(_predictions_file(predictions, out), out, analyze_config,
+                                strata=strata, data_dir=data))
 
 
 # --- private helpers ---------------------------------------------------------------------

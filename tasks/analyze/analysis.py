@@ -1,15 +1,19 @@
 """The analyze stage: what a network's predictions say beyond its AUROC (docs/architecture.md §1.1, §4.7).
 
-It owns, per task, on the evaluation rows of `predictions.parquet`:
+It owns, per task, on the evaluation rows of a predictions table (`predictions.parquet` of
+the train stage, or any table with user_id, task, y_true and y_score; rows of the evaluation
+splits, every row when there is no split column):
 1. AUROC with a 95% interval from a bootstrap over users (weeks of one user stay together),
    AUPRC and Brier score;
-2. a metadata baseline (logistic regression on age and sex) and whether the network beats it
-   (`METADATA_DOMINATED` when the gain is not significant or their scores are too correlated);
+2. a metadata baseline (logistic regression on age and sex, or the one of them present) and
+   whether the network beats it (`METADATA_DOMINATED` when the gain is not significant or
+   their scores are too correlated); a table with neither says so (`BASELINE_NO_METADATA`);
 3. the most egregious false positives/negatives and the most confident correct predictions;
 4. loss patterns: metadata values over-represented among the largest losses (`LOSS_PATTERN`);
-5. strata (device generation, sex, age band, ...): AUROC vs the rest of the cohort with an
-   interval and a permutation p-value, corrected across strata and tasks (`WEAK_STRATUM`); a
-   stratum too small to test is reported as such (`UNDERPOWERED_STRATUM`), never passed.
+5. strata (by default device generation, sex, age band and the extra columns that are
+   groupings; or the ones named): AUROC vs the rest of the cohort with an interval and a
+   permutation p-value, corrected across strata and tasks (`WEAK_STRATUM`); a stratum too
+   small to test is reported as such (`UNDERPOWERED_STRATUM`), never passed.
 
 `analyze_frame` is the pure core (a DataFrame in, tables and findings out); `analyze_predictions`
 reads the file, writes tables and plots under `out_dir`; `analyze_task` is the Prefect shell.
@@ -34,9 +38,14 @@ from sklearn.metrics import average_precision_score, brier_score_loss
 
 from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
 from stethoscope.tasks.analyze import plots
-from stethoscope.tasks.analyze.config import AnalysisResult, AnalysisTables, AnalyzeConfig
+from stethoscope.tasks.analyze.config import (
+    NO_METADATA,
+    AnalysisResult,
+    AnalysisTables,
+    AnalyzeConfig,
+)
 from stethoscope.tasks.analyze.findings import findings_of
-from stethoscope.tasks.analyze.inputs import read_predictions
+from stethoscope.tasks.analyze.inputs import evaluation_rows, read_predictions
 from stethoscope.tasks.analyze.losses import (
     LOSS_PATTERN_COLUMNS,
     TOP_COLUMNS,
@@ -46,8 +55,10 @@ from stethoscope.tasks.analyze.losses import (
     top_predictions,
 )
 from stethoscope.tasks.analyze.metadata import (
+    baseline_features,
     fit_baseline,
     metadata_categories,
+    with_default_strata,
 )
 from stethoscope.tasks.analyze.records import stratum_records, task_records, top_loss_records
 from stethoscope.tasks.analyze.strata import (
@@ -61,10 +72,13 @@ from stethoscope.tasks.shared import stats as _stats
 
 def analyze_frame(frame: pd.DataFrame, config: AnalyzeConfig) -> AnalysisTables:
     """The whole analysis of a normalised predictions frame (see `read_predictions`)."""
-    evaluation = frame[frame["split"].isin(config.eval_splits)].copy()
+    config = with_default_strata(frame, config)
+    evaluation = frame[evaluation_rows(frame, config)].copy()
     evaluation["baseline_score"], fits = fit_baseline(frame, config)
+    features = " and ".join(baseline_features(frame)) or None
     categories = metadata_categories(evaluation, config)
-    inputs = [_task_input(task_name, rows, categories.loc[rows.index], fits[task_name], config)
+    inputs = [_task_input(task_name, rows, categories.loc[rows.index], fits[task_name],
+                          features, config)
               for task_name, rows in evaluation.groupby("task", sort=True)]
     num_tests = sum(s["members"] is not None for t in inputs for s in t.strata)
     permutations = _stats.permutations_needed(num_tests, config.alpha, config.num_permutations)
@@ -74,10 +88,14 @@ def analyze_frame(frame: pd.DataFrame, config: AnalyzeConfig) -> AnalysisTables:
     patterns = correct_patterns(
         _concat([r.patterns for r in per_task], LOSS_PATTERN_COLUMNS), config)
     top = _concat([r.top for r in per_task], TOP_COLUMNS)
-    baseline = evaluation[["user_id", "week_start", "task", "split", "y_true", "y_score",
-                           "baseline_score"]].reset_index(drop=True)
+    baseline = evaluation[[c for c in _BASELINE_COLUMNS if c in evaluation.columns]
+                          ].reset_index(drop=True)
     return AnalysisTables(tasks, strata, patterns, top, baseline,
                           findings_of(tasks, strata, patterns, config))
+
+
+_BASELINE_COLUMNS = ["user_id", "week_start", "task", "split", "y_true", "y_score",
+                     "baseline_score"]
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -92,7 +110,8 @@ class _TaskInput:
     categories: pd.DataFrame  # metadata labels of these rows
     user_index: np.ndarray  # row -> user number
     strata: list[dict]  # see stratum_definitions
-    fit: str  # how the baseline was fitted: train, cross-fit, none
+    fit: str  # how the baseline was fitted: train, cross-fit, none, no-metadata
+    features: str | None  # what it was fitted on: "age and sex", "age", "sex"
 
 
 @dataclass(frozen=True)
@@ -104,15 +123,15 @@ class _TaskTables:
 
 
 def _task_input(name: str, rows: pd.DataFrame, categories: pd.DataFrame, fit: str,
-                config: AnalyzeConfig) -> _TaskInput:
+                features: str | None, config: AnalyzeConfig) -> _TaskInput:
     user_index, users = pd.factorize(rows["user_id"])
     strata = stratum_definitions(rows, categories, user_index, len(users), config)
-    return _TaskInput(name, rows, categories, user_index, strata, fit)
+    return _TaskInput(name, rows, categories, user_index, strata, fit, features)
 
 
 def _analyze_one_task(t: _TaskInput, num_permutations: int, config: AnalyzeConfig) -> _TaskTables:
     y, scores = t.rows["y_true"].to_numpy(), t.rows["y_score"].to_numpy()
-    baseline = None if t.fit == "none" else t.rows["baseline_score"].to_numpy()
+    baseline = None if t.fit in ("none", NO_METADATA) else t.rows["baseline_score"].to_numpy()
     # One random stream per task, independent of which other tasks are present.
     rng = np.random.default_rng([config.seed, zlib.crc32(t.name.encode())])
     resampling = _stats.Resampling(config.num_bootstrap, num_permutations, config.alpha, rng)
@@ -143,7 +162,9 @@ def _task_metrics(t: _TaskInput, comparison: _stats.TaskComparison,
         "auroc": comparison.auroc, "auroc_ci_low": low, "auroc_ci_high": high,
         "auprc": float(average_precision_score(y, scores)) if both else None,
         "brier": float(brier_score_loss(y, scores, labels=[0, 1])),
-        "baseline_fit": t.fit, "baseline_auroc": comparison.baseline_auroc,
+        "baseline_fit": t.fit,
+        "baseline_features": None if t.fit == NO_METADATA else t.features,
+        "baseline_auroc": comparison.baseline_auroc,
         "gain_vs_baseline": None if comparison.baseline_auroc is None or comparison.auroc is None
         else comparison.auroc - comparison.baseline_auroc,
         "gain_ci_low": gain_low, "gain_ci_high": gain_high,
@@ -154,7 +175,8 @@ def _task_metrics(t: _TaskInput, comparison: _stats.TaskComparison,
 
 
 _TASK_COLUMNS = ["task", "n", "num_users", "positives", "auroc", "auroc_ci_low",
-                 "auroc_ci_high", "auprc", "brier", "baseline_fit", "baseline_auroc",
+                 "auroc_ci_high", "auprc", "brier", "baseline_fit", "baseline_features",
+                 "baseline_auroc",
                  "gain_vs_baseline", "gain_ci_low", "gain_ci_high", "gain_p_value",
                  "pearson_with_baseline", "spearman_with_baseline", "corr_with_baseline"]
 
@@ -162,8 +184,13 @@ _TASK_COLUMNS = ["task", "n", "num_users", "positives", "auroc", "auroc_ci_low",
 def analyze_predictions(predictions_file: Path, out_dir: Path, config: AnalyzeConfig,
                         sensor_logs_dir: Path | None = None,
                         users_file: Path | None = None) -> AnalysisResult:
-    """Read predictions, analyse them, write tables, plots and analysis.json under `out_dir`."""
+    """Read predictions, analyse them, write tables, plots and analysis.json under `out_dir`.
+
+    With `sensor_logs_dir` and `users_file` (the run's clean logs, or a cohort's `sensor_logs/`
+    and `users.parquet`) the weeks of the top rows are plotted."""
     frame = read_predictions(Path(predictions_file), config)
+    config = with_default_strata(frame, config)  # the table's own columns, not the timezone
+    plots.check_sensor_logs(sensor_logs_dir)
     timezones = plots.read_timezones(users_file) if users_file else None
     if timezones is not None and "timezone" not in frame.columns:
         frame["timezone"] = frame["user_id"].map(timezones)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.config import StageConfig
@@ -19,7 +19,11 @@ from stethoscope.schemas.summary import (
     TopLoss,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 AGE_BAND = "age_band"  # derived from `age` with AnalyzeConfig.age_band_edges
+NO_METADATA = "no-metadata"  # baseline_fit of a table with neither age nor sex
 
 
 class AnalyzeConfig(StageConfig):
@@ -33,7 +37,10 @@ class AnalyzeConfig(StageConfig):
         description="per stratum, at most: clear nulls stop early; raised to 2 x tests / alpha")
     alpha: float = Field(0.05, gt=0, lt=0.5)
     correction: Literal["bh", "holm"] = Field("bh", description="across strata x tasks")
-    strata_columns: tuple[str, ...] = ("device_generation", "sex", AGE_BAND)
+    strata_columns: tuple[str, ...] | None = Field(
+        None, description="None: device_generation (derived from device when absent), sex and "
+        "age_band when the table has them, plus every extra text, integer or boolean column "
+        "with 2 to max_levels values")
     age_band_edges: tuple[float, ...] = (30.0, 45.0, 60.0, 75.0)
     min_stratum_users: int = Field(10, ge=2, description="in the stratum and in the rest")
     min_stratum_positives: int = Field(10, ge=1)
@@ -51,7 +58,8 @@ class AnalyzeConfig(StageConfig):
         None, description="None: device_generation, device, sex, age_band, timezone + extras"
     )
     min_lift: float = Field(1.5, ge=1)
-    max_levels: int = Field(20, ge=2, description="more distinct numbers are binned in quartiles")
+    max_levels: int = Field(20, ge=2, description="more distinct numbers are binned in quartiles; "
+                            "an extra column with more values is no default stratum")
     seed: int = 0
 
     @field_validator("age_band_edges")
@@ -60,6 +68,22 @@ class AnalyzeConfig(StageConfig):
         if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
             raise ValueError(f"age_band_edges must increase strictly, got {edges}")
         return edges
+
+    @field_validator("strata_columns")
+    @classmethod
+    def _column_names(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is None:
+            return None
+        names = tuple(name.strip() for name in names)
+        if "" in names:
+            raise ValueError("strata_columns holds an empty column name (a stray comma?)")
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"strata_columns names {repeated} more than once")
+        return names
+
+    def with_strata(self, columns: Sequence[str] | None) -> AnalyzeConfig:
+        """This config with `columns` as its strata (None: the default ones), validated."""
+        return type(self).model_validate({**self.model_dump(), "strata_columns": columns})
 
 
 class AnalysisResult(BaseModel):

@@ -1,10 +1,10 @@
 """What the analyze stage's tables say in summary.json: findings and summary records.
 
 `findings_of` reads the task, strata and loss-pattern tables and raises NO_PREDICTIONS,
-TASK_NOT_EVALUABLE, BASELINE_UNAVAILABLE, METADATA_DOMINATED, WEAK_STRATUM,
-UNDERPOWERED_STRATUM and LOSS_PATTERN, each with a message and a recommendation;
-`task_records`, `stratum_records` and `top_loss_records` turn the tables into the records of
-the summary's predictions section.
+TASK_NOT_EVALUABLE, BASELINE_NO_METADATA, BASELINE_UNAVAILABLE, METADATA_DOMINATED,
+WEAK_STRATUM, UNDERPOWERED_STRATUM and LOSS_PATTERN, each with a message and a
+recommendation. `tasks/analyze/records.py` turns the tables into the records of the summary's
+predictions section.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 
 from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import Finding
-from stethoscope.tasks.analyze.config import AnalyzeConfig
+from stethoscope.tasks.analyze.config import NO_METADATA, AnalyzeConfig
 
 STAGE = "analyze"
 
@@ -29,8 +29,11 @@ def findings_of(tasks: pd.DataFrame, strata: pd.DataFrame, patterns: pd.DataFram
             recommendation="Add labels.parquet to the cohort to train and analyse condition "
                            "predictions.")]
     findings = [f for _, t in tasks.iterrows() for f in _task_findings(t, config)]
-    findings += [_weak_stratum(s) for _, s in strata[strata["flagged"]].iterrows()]
-    for (task_name, column), group in strata[strata["underpowered"]].groupby(
+    if (tasks["baseline_fit"] == NO_METADATA).any():
+        findings.append(_no_metadata(tasks))
+    # astype(bool): a table without strata has object columns, which [] would read as names
+    findings += [_weak_stratum(s) for _, s in strata[strata["flagged"].astype(bool)].iterrows()]
+    for (task_name, column), group in strata[strata["underpowered"].astype(bool)].groupby(
             ["task", "column"], sort=False):
         findings.append(_underpowered(task_name, column, group))
     findings += [_loss_pattern(p) for _, p in patterns[patterns["reported"]].iterrows()]
@@ -44,11 +47,14 @@ def _task_findings(t: pd.Series, config: AnalyzeConfig) -> list[Finding]:
             message=f"task {t['task']}: {t['positives']} positives among {t['n']} evaluation "
                     "rows; AUROC is undefined.",
             recommendation="Evaluate on a split that holds both classes.")]
+    if t["baseline_fit"] == NO_METADATA:
+        return []  # one BASELINE_NO_METADATA finding for the table
+    features = t["baseline_features"]
     if t["baseline_fit"] == "none" or pd.isna(t["baseline_auroc"]):
         return [Finding(
             stage=STAGE, severity="info", code=FindingCode.BASELINE_UNAVAILABLE,
             message=f"task {t['task']}: the metadata baseline could not be fitted (fewer than "
-                    "two evaluated users); whether the network leans on age and sex is unknown.",
+                    f"two evaluated users); whether the network leans on {features} is unknown.",
             recommendation="Include train rows or more users in predictions.parquet.")]
     corr = t["corr_with_baseline"]
     too_close = corr is not None and not pd.isna(corr) and corr >= config.max_correlation_with_baseline
@@ -66,10 +72,23 @@ def _task_findings(t: pd.Series, config: AnalyzeConfig) -> list[Finding]:
     return [Finding(
         stage=STAGE, severity="warning", code=FindingCode.METADATA_DOMINATED,
         message=f"task {t['task']}: network AUROC {t['auroc']:.3f} vs {t['baseline_auroc']:.3f} "
-                f"for a logistic regression on age and sex; " + "; ".join(reasons) + ".",
-        recommendation="The network adds little beyond age and sex: check that the sensor "
+                f"for a logistic regression on {features}; " + "; ".join(reasons) + ".",
+        recommendation=f"The network adds little beyond {features}: check that the sensor "
                        "channels reach the output (gradient audit), train once without the "
                        "metadata input, and check whether the labels are a proxy for age.")]
+
+
+def _no_metadata(tasks: pd.DataFrame) -> Finding:
+    names = ", ".join(tasks.loc[tasks["baseline_fit"] == NO_METADATA, "task"])
+    return Finding(
+        stage=STAGE, severity="info", code=FindingCode.BASELINE_NO_METADATA,
+        message=f"the metadata baseline was not fitted (tasks {names}): the predictions table "
+                "has neither an age nor a sex column, the features of that logistic regression. "
+                "Whether the network does better than age and sex alone is unknown, and "
+                "METADATA_DOMINATED was not checked.",
+        recommendation="Add age (years) and sex (F/M/U) per user-week to the predictions table, "
+                       "e.g. joined from the cohort's users.parquet, to compare the network "
+                       "with a model of them.")
 
 
 def _weak_stratum(s: pd.Series) -> Finding:
@@ -104,8 +123,9 @@ def _loss_pattern(p: pd.Series) -> Finding:
         message=f"task {p['task']}: {p['column']}={p['value']} makes "
                 f"{p['share_losses']:.0%} of the top losses but {p['share_correct']:.0%} of the "
                 f"correct predictions (lift {p['lift']:.1f}, q={p['q_value']:.3g}).",
-        recommendation=f"A hypothesis, not a verdict: test it as a stratum ('{p['column']}' in "
-                       "strata_columns) and look at the week plots of these losses.")
+        recommendation=f"A hypothesis, not a verdict: test it as a stratum (name "
+                       f"'{p['column']}' in --strata or analyze.strata_columns) and look at the "
+                       "week plots of these losses.")
 
 
 def _optional(value: float | None) -> float | None:

@@ -1,9 +1,16 @@
-"""The input of the analyze stage: `predictions.parquet` checked against its contract.
+"""The input of the analyze stage: a predictions table checked against its contract.
 
-`check_predictions` lists every way a table breaks schemas.tables.PREDICTIONS at once (missing
+The train stage writes every column of schemas.tables.PREDICTIONS; a table from anywhere else
+needs only `user_id, task, y_true, y_score` (REQUIRED_COLUMNS). The other PREDICTIONS columns
+are optional, and checked (type, nulls, domain) only when present; any further column is extra
+metadata (docs/architecture.md §4.7).
+
+`check_predictions` lists every way a table breaks that contract at once (missing required
 columns, wrong types, nulls, values out of their domain, duplicate user-weeks, no evaluation
-rows, absent strata columns); `read_predictions` raises them as one DataContractError;
-`normalise_predictions` turns a checked table into a frame with canonical dtypes.
+rows, strata it cannot form); `read_predictions` raises them as one DataContractError;
+`normalise_predictions` turns a checked table into a frame with canonical dtypes, absent
+columns staying absent (but `device_generation` derived from `device` through the catalog);
+`evaluation_rows` says which rows are evaluated.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stethoscope.schemas.devices import UNKNOWN_STRATUM
+from stethoscope.schemas.devices import UNKNOWN_STRATUM, device_generation
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.tables import PREDICTIONS, SEXES
 from stethoscope.tasks.analyze.config import AGE_BAND, AnalyzeConfig
@@ -79,16 +86,25 @@ _VALUE_RULES = {  # column: (count of bad rows, rule, what is wrong, fix)
 }
 
 
+REQUIRED_COLUMNS = ("user_id", "task", "y_true", "y_score")
+# strata derived from another column: the stratum -> the columns it can come from
+DERIVED_STRATA = {AGE_BAND: ("age",), "device_generation": ("device_generation", "device")}
+
+
 def check_predictions(table: pa.Table, source: str, config: AnalyzeConfig) -> list[Problem]:
-    """Every way `table` breaks the predictions contract (schemas.tables.PREDICTIONS), at once:
-    missing columns, wrong types, nulls, values out of their domain, duplicate user-weeks."""
+    """Every way `table` breaks the predictions contract (schemas.tables.PREDICTIONS, of which
+    only REQUIRED_COLUMNS are required), at once: missing columns, wrong types, nulls, values
+    out of their domain, duplicate user-weeks, strata that cannot be formed."""
     problems: list[Problem] = []
     usable: set[str] = set()
     for field in PREDICTIONS:
         name = field.name
         if name not in table.column_names:
-            problems.append(Problem("required_column", "is missing.",
-                                    f"add {name!r} ({field.type}).", source, name))
+            if name in REQUIRED_COLUMNS:
+                problems.append(Problem(
+                    "required_column", "is missing.",
+                    f"add {name!r} ({field.type}); user_id, task, y_true and y_score are the "
+                    "only required columns.", source, name))
             continue
         accepts, expected = _TYPE_RULES[name]
         actual = table.schema.field(name).type
@@ -103,11 +119,14 @@ def check_predictions(table: pa.Table, source: str, config: AnalyzeConfig) -> li
     for name, (count_bad, rule, message, fix) in _VALUE_RULES.items():
         if name in usable and (bad := count_bad(table.column(name))):
             problems.append(Problem(rule, message, fix, source, name, bad))
-    return problems + _check_rows(table, usable, source, config)
+    return (problems + _check_rows(table, usable, source, config)
+            + _check_strata(table.column_names, source, config))
 
 
 def _check_rows(table: pa.Table, usable: set[str], source: str,
                 config: AnalyzeConfig) -> list[Problem]:
+    """One prediction per user-week and task (when there are weeks); some evaluation rows
+    (when there are splits)."""
     problems = []
     keys = ["user_id", "week_start", "task"]
     if usable.issuperset(keys):
@@ -121,11 +140,30 @@ def _check_rows(table: pa.Table, usable: set[str], source: str,
                                                  pa.array(config.eval_splits))).as_py():
         problems.append(Problem(
             "evaluation_rows", f"has no row whose split is one of {list(config.eval_splits)}.",
-            "set AnalyzeConfig.eval_splits to the splits to evaluate.", source, "split"))
-    problems += [Problem("strata_column", "is configured as a stratum but absent.",
-                         "add the column or remove it from strata_columns.", source, c)
-                 for c in config.strata_columns
-                 if c != AGE_BAND and c not in table.column_names]
+            "set eval_splits in the analyze section of --config to the splits to evaluate, or "
+            "drop the split column to evaluate every row.", source, "split"))
+    return problems
+
+
+def _check_strata(columns: list[str], source: str, config: AnalyzeConfig) -> list[Problem]:
+    """Each named stratum (--strata, analyze.strata_columns) is a column of the table, or
+    derived from one; the default strata are formed from what the table has."""
+    problems = []
+    leave_out = "leave it out of --strata (analyze.strata_columns)"
+    for name in config.strata_columns or ():
+        sources = DERIVED_STRATA.get(name, (name,))
+        if name in REQUIRED_COLUMNS:
+            problems.append(Problem(
+                "strata_column", "is named as a stratum, but it identifies or scores a "
+                "prediction: it is no metadata to group by.", f"{leave_out}.", source, name))
+        elif not any(c in columns for c in sources):
+            derived = (f" (derived from {' or '.join(map(repr, sources))})"
+                       if sources != (name,) else "")
+            problems.append(Problem(
+                "strata_column", f"is named as a stratum{derived}, but the table has no such "
+                f"column; it has {', '.join(columns)}.",
+                f"add the column to the predictions table, or {leave_out}; without --strata "
+                "the strata are the metadata columns the table has.", source, name))
     return problems
 
 
@@ -146,18 +184,41 @@ def read_predictions(path: Path, config: AnalyzeConfig) -> pd.DataFrame:
 
 
 def normalise_predictions(table: pa.Table) -> pd.DataFrame:
-    """A checked table as a frame with canonical dtypes; null sex is U, null device unknown."""
+    """A checked table as a frame with canonical dtypes. Null sex is U, null device unknown;
+    a table with `device` but no `device_generation` gets it from the device catalog (null for
+    an unknown device); extra integer columns keep their integers (nullable Int64). Other
+    absent optional columns stay absent."""
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
             table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
     frame = table.to_pandas()
-    frame["week_start"] = pd.to_datetime(frame["week_start"]).dt.date
     frame["y_true"] = frame["y_true"].astype("int8")
     frame["y_score"] = frame["y_score"].astype("float64")
-    frame["age"] = frame["age"].astype("float64")
-    frame["device_generation"] = frame["device_generation"].astype("Int16")
-    frame["sex"] = frame["sex"].fillna("U").astype(str)
-    frame["device"] = frame["device"].fillna(UNKNOWN_STRATUM).astype(str)
     for name in ("user_id", "task", "split"):
-        frame[name] = frame[name].astype(str)
+        if name in frame.columns:
+            frame[name] = frame[name].astype(str)
+    if "week_start" in frame.columns:
+        frame["week_start"] = pd.to_datetime(frame["week_start"]).dt.date
+    if "age" in frame.columns:
+        frame["age"] = frame["age"].astype("float64")
+    if "sex" in frame.columns:
+        frame["sex"] = frame["sex"].fillna("U").astype(str)
+    if "device" in frame.columns:
+        frame["device"] = frame["device"].fillna(UNKNOWN_STRATUM).astype(str)
+        if "device_generation" not in frame.columns:
+            frame["device_generation"] = frame["device"].map(device_generation)
+    if "device_generation" in frame.columns:
+        frame["device_generation"] = frame["device_generation"].astype("Int16")
+    known = {f.name for f in PREDICTIONS}
+    for field in table.schema:
+        if field.name not in known and pa.types.is_integer(field.type):
+            frame[field.name] = frame[field.name].astype("Int64")  # not float64 when null
     return frame.reset_index(drop=True)
+
+
+def evaluation_rows(frame: pd.DataFrame, config: AnalyzeConfig) -> pd.Series:
+    """Which rows are evaluated: those of the evaluation splits, or all of a table without a
+    split column."""
+    if "split" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    return frame["split"].isin(config.eval_splits)

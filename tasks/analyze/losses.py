@@ -92,9 +92,11 @@ def correct_patterns(patterns: pd.DataFrame, config: AnalyzeConfig) -> pd.DataFr
 
 def top_predictions(task_name: str, rows: pd.DataFrame, predicted: np.ndarray,
                     top_k: int) -> pd.DataFrame:
-    """The k most confident rows of each kind: FP and FN (wrong), TP and TN (right)."""
+    """The k most confident rows of each kind: FP and FN (wrong), TP and TN (right); the
+    TOP_COLUMNS the rows have."""
     y = rows["y_true"].to_numpy().astype(bool)
     frame = rows.assign(task=task_name)
+    order = [c for c in ("y_score", "user_id", "week_start") if c in frame.columns]
     kinds = {  # kind: (its rows, ascending scores: the lowest score is the most confident)
         "FP": (~y & predicted, False), "FN": (y & ~predicted, True),
         "TP": (y & predicted, False), "TN": (~y & ~predicted, True),
@@ -102,6 +104,7 @@ def top_predictions(task_name: str, rows: pd.DataFrame, predicted: np.ndarray,
     parts = []
     for kind, (selected, ascending) in kinds.items():
         chosen = frame[selected].sort_values(
-            ["y_score", "user_id", "week_start"], ascending=[ascending, True, True]).head(top_k)
+            order, ascending=[ascending] + [True] * (len(order) - 1)).head(top_k)
         parts.append(chosen.assign(kind=kind, rank=np.arange(1, len(chosen) + 1)))
-    return pd.concat(parts, ignore_index=True)[TOP_COLUMNS]
+    top = pd.concat(parts, ignore_index=True)
+    return top[[c for c in TOP_COLUMNS if c in top.columns]]

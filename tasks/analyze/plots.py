@@ -18,11 +18,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from matplotlib.figure import Figure
 
+from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.tasks.shared.calendar import week_window
 from stethoscope.tasks.shared.figures import save_png
 from stethoscope.tasks.shared.users import read_users, timezones_of
 
 _DPI = 80
+_SAMPLES = pa.schema([("user_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+                      ("heart_rate", pa.float64()), ("steps", pa.int64())])
 _NIGHT_HOURS = (0, 6)  # local night shaded on week plots
 _COLOURS = {"flagged": "#c0392b", "underpowered": "#95a5a6", "tested": "#2c3e50"}
 
@@ -60,7 +63,8 @@ def scatter_figure(rows: pd.DataFrame, task_row: pd.Series) -> Figure:
         ax.scatter(part["baseline_score"], part["y_score"], s=6, alpha=0.4, color=colour,
                    label=f"y_true = {label}", linewidths=0)
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="baseline score (age, sex)", ylabel="network score")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"baseline score ({task_row['baseline_features']})",
+           ylabel="network score")
     pearson, spearman = task_row["pearson_with_baseline"], task_row["spearman_with_baseline"]
     ax.set_title(f"{task_row['task']}: Pearson r = {_num(pearson)}, Spearman rho = "
                  f"{_num(spearman)}", fontsize=9)
@@ -100,6 +104,16 @@ def _num(value: object) -> str:
 # --- weeks of the top rows ----------------------------------------------------------------
 
 
+def check_sensor_logs(sensor_logs_dir: Path | None) -> None:
+    """Fail before the analysis, not after it, when the sensor logs to plot are not there."""
+    if sensor_logs_dir is not None and not Path(sensor_logs_dir).is_dir():
+        raise DataContractError(f"analyze: no sensor logs at {sensor_logs_dir}", [Problem(
+            rule="missing_directory", file=str(sensor_logs_dir),
+            message="the directory of sensor logs to plot the weeks of top rows from is missing.",
+            fix="pass --data a cohort directory holding sensor_logs/ and users.parquet, or "
+                "leave --data out to skip the week plots.")])
+
+
 def read_timezones(users_file: Path) -> dict[str, str]:
     """user_id -> IANA timezone from users.parquet."""
     users = read_users(users_file, ["user_id", "timezone"], stage="analyze")
@@ -108,9 +122,13 @@ def read_timezones(users_file: Path) -> dict[str, str]:
 
 def load_samples(sensor_logs_dir: Path, user_ids: list[str], start: pd.Timestamp,
                  end: pd.Timestamp) -> pd.DataFrame:
-    """Sensor-log rows of `user_ids` in [start, end) (UTC), read with pushed-down filters."""
+    """Sensor-log rows of `user_ids` in [start, end) (UTC), read with pushed-down filters.
+
+    The run's clean logs or a cohort's own: each file is cast to _SAMPLES on reading, so files
+    of the latitude docs/architecture.md §4.1 accepts (ns timestamps, integer heart rates,
+    dictionary ids) mix."""
     dataset = ds.dataset(str(sensor_logs_dir), format="parquet", partitioning="hive",
-                         ignore_prefixes=[".", "_"])
+                         ignore_prefixes=[".", "_"], schema=_SAMPLES)
     utc = pa.timestamp("us", tz="UTC")
     where = (ds.field("user_id").isin(user_ids)
              & (ds.field("timestamp") >= pa.scalar(start.to_pydatetime(), type=utc))
@@ -123,16 +141,25 @@ def load_samples(sensor_logs_dir: Path, user_ids: list[str], start: pd.Timestamp
 def plot_top_weeks(top: pd.DataFrame, out_dir: Path, sensor_logs_dir: Path | None,
                    timezones: dict[str, str] | None) -> tuple[list[Path | None], str | None]:
     """A week plot per top row (aligned with `top`), or why none was drawn."""
+    if "week_start" not in top.columns:
+        return [None] * len(top), (
+            "the predictions table has no week_start column: its rows are no weeks to plot")
     if sensor_logs_dir is None or timezones is None:
         return [None] * len(top), (
             "no sensor logs and users file given (analyze alone on a predictions file); "
-            "pass sensor_logs_dir and users_file to plot the weeks of top rows")
+            "pass --data COHORT (a cohort directory: sensor_logs/, users.parquet) to plot the "
+            "weeks of top rows")
     if top.empty:
         return [], None
     zones = [timezones.get(u, "UTC") for u in top["user_id"]]
     windows = [week_window(w, z) for w, z in zip(top["week_start"], zones, strict=True)]
-    samples = load_samples(Path(sensor_logs_dir), sorted(set(top["user_id"])),
-                           min(w[0] for w in windows), max(w[1] for w in windows))
+    try:
+        samples = load_samples(Path(sensor_logs_dir), sorted(set(top["user_id"])),
+                               min(w[0] for w in windows), max(w[1] for w in windows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        return [None] * len(top), (
+            f"the sensor logs in {sensor_logs_dir} could not be read ({type(exc).__name__}: "
+            f"{exc}); `stethoscope validate` names the files that break the contract")
     by_user = {u: part for u, part in samples.groupby("user_id", sort=False)}
     written: list[Path | None] = []
     for (_, row), zone, (start, end) in zip(top.iterrows(), zones, windows, strict=True):

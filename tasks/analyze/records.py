@@ -27,7 +27,8 @@ def stratum_records(strata: pd.DataFrame) -> list[StratumMetrics]:
 
 
 def top_loss_records(top: pd.DataFrame) -> list[TopLoss]:
+    """The top FPs and FNs; week_start None when the table has no weeks."""
     losses = top[top["kind"].isin(["FP", "FN"])]
-    return [TopLoss(user_id=r["user_id"], week_start=r["week_start"], task=r["task"],
+    return [TopLoss(user_id=r["user_id"], week_start=r.get("week_start"), task=r["task"],
                     y_true=int(r["y_true"]), y_score=float(r["y_score"]), kind=r["kind"])
             for _, r in losses.iterrows()]

@@ -23,13 +23,14 @@ STRATA_COLUMNS = ["task", "column", "value", "n", "num_users", "positives", "aur
 
 def stratum_definitions(rows: pd.DataFrame, categories: pd.DataFrame, user_index: np.ndarray,
                         num_users: int, config: AnalyzeConfig) -> list[dict]:
-    """Each (column, value): row mask, counts, and the user membership to permute if testable.
+    """Each (column, value) of the resolved strata (`metadata.with_default_strata`): row mask,
+    counts, and the user membership to permute if testable.
 
     A user's membership is the value of most of their weeks (users rarely change device, sex or
     age band within the evaluation period)."""
     y = rows["y_true"].to_numpy().astype(bool)
     definitions = []
-    for column in config.strata_columns:
+    for column in config.strata_columns or ():
         labels = categories[column].to_numpy()
         majority = (pd.DataFrame({"user": user_index, "value": labels})
                     .value_counts().reset_index().drop_duplicates("user")

@@ -4,11 +4,13 @@ refuses to start outside a project; and the API runs the real flows end to end."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,3 +133,28 @@ def test_the_python_api_runs_and_analyses_end_to_end(tmp_path: Path, prefect_ser
                                    config={"num_bootstrap": 100, "num_permutations": 100})
     assert analysis.run_id == "api-2" and analysis.report_path.is_file()
     assert analysis.summary().predictions.tasks  # the table was analysed, not just accepted
+
+
+@pytest.mark.slow
+def test_analyze_from_the_command_line_takes_strata_and_a_config(
+        tmp_path: Path, prefect_server, capsys: pytest.CaptureFixture[str]):
+    from tests.unit.test_analyze_any_table import minimal_table
+
+    frame, _ = minimal_table(num_users=120, seed=2)
+    frame["site"] = np.where(frame["user_id"].str[1:].astype(int) % 2 == 0, "A", "B")
+    frame["batch"] = "x" + (frame["user_id"].str[1:].astype(int) % 3).astype(str)
+    table = tmp_path / "predictions.parquet"
+    frame.to_parquet(table, index=False)
+    config = tmp_path / "config.yaml"
+    config.write_text("analyze: {num_bootstrap: 100, num_permutations: 100}\n")
+    out = tmp_path / "runs" / "cli-analysis"
+    code = main(["analyze", "--predictions", str(table), "--out", str(out), "--strata", "site",
+                 "--config", str(config)])
+    assert code in (0, 3), capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert {s["column"] for s in summary["predictions"]["strata"]} == {"site"}
+    assert summary["config"]["analyze"]["num_bootstrap"] == 100
+
+    assert main(["analyze", "--predictions", str(table), "--out", str(tmp_path / "runs" / "bad"),
+                 "--strata", "site,nope"]) == EXIT_USAGE
+    assert "nope" in capsys.readouterr().err

@@ -305,14 +305,14 @@ def test_bad_predictions_file_names_every_broken_column(tmp_path: Path):
     data.loc[0, "y_score"] = 1.5
     data["y_true"] = data["y_true"].astype(int)
     data.loc[1, "y_true"] = 2
-    data = data.drop(columns=["age"]).assign(device_generation=data["device_generation"]
-                                             .astype(str))
+    data = data.drop(columns=["task"]).assign(device_generation=data["device_generation"]
+                                              .astype(str))
     path = tmp_path / "predictions.parquet"
     data.to_parquet(path, index=False)
     with pytest.raises(DataContractError) as caught:
         read_predictions(path, AnalyzeConfig())
     found = {(p.column, p.rule) for p in caught.value.problems}
-    assert found == {("age", "required_column"), ("y_score", "probability"),
+    assert found == {("task", "required_column"), ("y_score", "probability"),
                      ("y_true", "binary_label"), ("device_generation", "column_type")}
     text = str(caught.value)
     assert str(path) in text and "Fix:" in text
