@@ -296,6 +296,15 @@ def _explain(exc: ValidationError, config: str | None) -> str:
     return "\n".join(lines)
 
 
+def _runs_dir(args: argparse.Namespace) -> Path | None:
+    """Where a command's runs go: Prefect's state is kept beside them (environment.py)."""
+    if getattr(args, "out", None) and args.command in ("run", "audit-model", "analyze", "validate"):
+        return Path(args.out).parent
+    if args.command == "demo":
+        return Path(args.dir) / "runs"
+    return None
+
+
 def _add_verbosity(parser: argparse.ArgumentParser, defaults: bool) -> None:
     # Only the top-level parser sets defaults: a subparser's default would overwrite `-q run`.
     unset: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
@@ -318,7 +327,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    environment.set_defaults()
+    environment.set_defaults(_runs_dir(args))
     environment.configure_logging(
         "quiet" if args.quiet else "verbose" if args.verbose else "normal")
     from pydantic import ValidationError

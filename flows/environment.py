@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Literal
 
 Verbosity = Literal["quiet", "normal", "verbose"]
@@ -23,9 +24,14 @@ _CHATTY = ("httpx", "httpcore", "matplotlib", "PIL", "numba", "great_expectation
            "asyncio", "aiosqlite", "alembic", "uvicorn", "docket")
 
 
-def set_defaults() -> None:
+def set_defaults(runs_dir: Path | None = None) -> None:
+    """Our defaults, under whatever the user set. With `runs_dir`, Prefect's state (the embedded
+    server's database, persisted task results, hence resume) lives in `<runs_dir>/.prefect`
+    unless PREFECT_HOME is set: never in the user's home directory by surprise."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if runs_dir is not None and "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(Path(runs_dir).resolve() / ".prefect")
 
 
 class _RunFormatter(logging.Formatter):

@@ -62,7 +62,7 @@ def run(data_dir: str | Path, out_dir: str | Path, config: ConfigLike = None) ->
     data, out = _cohort(data_dir), _run_dir(out_dir)
     params = AuditParameters.model_validate({**_config(config), "data_dir": str(data),
                                              "runs_dir": str(out.parent), "run_id": out.name})
-    _prepare()
+    _prepare(out)
     from stethoscope.flows.nightly_audit import nightly_audit
 
     return _result(nightly_audit(params))
@@ -74,7 +74,7 @@ def audit_model(model: keras.Model | str | Path, data_dir: str | Path, out_dir: 
     in memory, which is saved into the run directory first) on the cohort in `data_dir`."""
     data, out = _cohort(data_dir), _run_dir(out_dir)
     settings = _config(config)
-    _prepare()
+    _prepare(out)
     from stethoscope.flows.audit_model import AuditModelParameters, audit_model_flow
 
     model_file = _model_file(model, out)
@@ -98,7 +98,7 @@ def analyze(predictions: pd.DataFrame | str | Path, out_dir: str | Path,
     from stethoscope.tasks.analyze.config import AnalyzeConfig
 
     analyze_config = AnalyzeConfig.model_validate(settings.get("analyze", settings))
-    _prepare()
+    _prepare(out)
     from stethoscope.flows.analyze_predictions import analyze_flow
 
     return _result(analyze_flow(_predictions_file(predictions, out), out, analyze_config,
@@ -108,9 +108,10 @@ def analyze(predictions: pd.DataFrame | str | Path, out_dir: str | Path,
 # --- private helpers ---------------------------------------------------------------------
 
 
-def _prepare() -> None:
-    """Telemetry off, servers on loopback, our loggers to the UI; the embedded server quiet."""
-    environment.set_defaults()
+def _prepare(out: Path) -> None:
+    """Telemetry off, servers on loopback, our loggers to the UI, Prefect's state beside the
+    runs (unless PREFECT_HOME is set); the embedded server quiet."""
+    environment.set_defaults(out.parent)
     logging.getLogger("prefect.server").setLevel(logging.WARNING)
 
 

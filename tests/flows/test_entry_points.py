@@ -5,6 +5,7 @@ refuses to start outside a project; and the API runs the real flows end to end."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -158,3 +159,18 @@ def test_analyze_from_the_command_line_takes_strata_and_a_config(
     assert main(["analyze", "--predictions", str(table), "--out", str(tmp_path / "runs" / "bad"),
                  "--strata", "site,nope"]) == EXIT_USAGE
     assert "nope" in capsys.readouterr().err
+
+
+def test_prefect_state_goes_beside_the_runs_unless_prefect_home_is_set(tmp_path: Path):
+    code = ("import os, sys\nfrom stethoscope.flows import cli, environment\n"
+            "args = cli.build_parser().parse_args(sys.argv[1:])\n"
+            "environment.set_defaults(cli._runs_dir(args))\nprint(os.environ['PREFECT_HOME'])\n")
+    argv = ["run", "--data", "d", "--out", str(tmp_path / "runs" / "r1")]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    done = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == str((tmp_path / "runs" / ".prefect").resolve()), done.stderr
+    mine = subprocess.run([sys.executable, "-c", code, *argv],
+                          env={**env, "PREFECT_HOME": str(tmp_path / "mine")},
+                          capture_output=True, text=True, timeout=60)
+    assert mine.stdout.strip() == str(tmp_path / "mine")
