@@ -50,6 +50,23 @@ class _RunFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _NoTracebackForBadInput(logging.Filter):
+    """Prefect's engines log a failed flow or task run with its traceback, through Prefect's
+    own console handler (which _RunFormatter never sees). A data-contract or usage error is bad
+    input, not a bug: its message names file, column, rule and fix, so the traceback is dropped
+    (docs/architecture.md §5.4: no traceback on exit 2). Any other exception keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from stethoscope.schemas.errors import StethoscopeError
+
+        if record.exc_info and isinstance(record.exc_info[1], StethoscopeError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_NO_TRACEBACK_FOR_BAD_INPUT = _NoTracebackForBadInput()
+
+
 class _ThreadTimeoutNotice(logging.Filter):
     """Prefect warns, for every task with a timeout run in a worker thread, that the timeout
     cannot interrupt blocking calls. Known and accepted (the timeout still fails the task once
@@ -59,10 +76,19 @@ class _ThreadTimeoutNotice(logging.Filter):
         return "running in a worker thread" not in record.getMessage()
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (a test's capture, a notebook's
+    redirect), never to a stream that was replaced and closed since."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(verbosity: Verbosity = "normal") -> None:
     """Log to stderr. quiet: warnings and errors only; verbose: stethoscope's loggers at DEBUG
     (other libraries stay at INFO)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr(sys.stderr)
     handler.setFormatter(_RunFormatter("%(asctime)s %(levelname)s %(where)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -73,5 +99,7 @@ def configure_logging(verbosity: Verbosity = "normal") -> None:
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NO_TRACEBACK_FOR_BAD_INPUT)
     if verbosity == "quiet":
         logging.getLogger("prefect").setLevel(logging.WARNING)

@@ -76,3 +76,19 @@ class RunOutcome(BaseModel):
     status: str
     summary: Path
     report: Path
+
+
+class AuditModelParameters(BaseModel):
+    """What the audit-model flow needs: the model, a cohort to sample from, the stages' configs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_file: FormPath = Field(description="a .keras file saved by Keras 3 (loaded in safe mode)")
+    data_dir: FormPath = Field(description="cohort directory to draw the audit sample from")
+    runs_dir: FormPath = Field("runs", description="where run directories are created")
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run directory name")
+    validation: ValidateConfig = Field(default_factory=ValidateConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    sequences: SequencesConfig = Field(default_factory=SequencesConfig)
+    activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
+    gradients: GradientsConfig = Field(default_factory=GradientsConfig)

@@ -1,8 +1,12 @@
-"""Which layers the activation audit inspects, the probe that exposes them, and the Keras
-callback that records the share of dead units per layer after every epoch.
+"""Which layers the activation audit inspects (`layer_kind`, `output_bound`), the probe that
+exposes them on a model being trained, and the Keras callback that records the share of dead
+units per layer after every epoch.
 
 The probe helpers live here (not in tasks/) because both the training-time callback and the
-activation audit use them, and imports run one way: tasks -> model.
+activation audit use them, and imports run one way: tasks -> model. `activation_layers` and
+`build_probe` read `layer.output`, which is right for the network being trained (built once,
+each layer called once); the audits of a saved model of any shape (a loaded Sequential, nested
+models) walk the model's graph instead: model/probes.py.
 
 Dead unit (same definition as tasks/audits/activations/audit.py): exactly zero on >= `dead_threshold`
 (0.99) of the (user-week, time) positions of the sample.

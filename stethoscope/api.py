@@ -75,7 +75,8 @@ def audit_model(model: keras.Model | str | Path, data_dir: str | Path, out_dir: 
     data, out = _cohort(data_dir), _run_dir(out_dir)
     settings = _config(config)
     _prepare(out)
-    from stethoscope.flows.audit_model import AuditModelParameters, audit_model_flow
+    from stethoscope.flows.audit_model import audit_model_flow
+    from stethoscope.flows.parameters import AuditModelParameters
 
     model_file = _model_file(model, out)
     params = AuditModelParameters.model_validate(

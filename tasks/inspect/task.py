@@ -11,5 +11,11 @@ from stethoscope.tasks.inspect.shape import inspect_model
 
 
 @task(name="inspect-model")
-def inspect_model_task(model_path: Path, output_layer: str = "raw_output") -> ModelShape:
-    return inspect_model(model_path, output_layer)
+def inspect_model_task(
+    model_path: Path,
+    num_steps: int = 4096,
+    time_of_day: bool = False,
+    output_layer: str | None = None,
+    task_index: int = 0,
+) -> ModelShape:
+    return inspect_model(model_path, num_steps, time_of_day, output_layer, task_index)

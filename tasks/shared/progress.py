@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -56,3 +56,20 @@ def epoch_logger(logger: logging.Logger, what: str, total_epochs: int, steps_per
                         total_epochs, steps_per_epoch, time.perf_counter() - self.started, values)
 
     return EpochLog()
+
+
+def log_every(items: Iterable[T], describe: Callable[[int], str], logger: logging.Logger,
+              seconds: float = 10.0) -> Iterator[T]:
+    """Yield `items`; log `describe(done)` (done = items so far) at most every `seconds`, and
+    once at the end: progress for loops whose length is not known up front."""
+    import time
+
+    started = last = time.perf_counter()
+    done = 0
+    for done, item in enumerate(items, start=1):  # noqa: B007 - `done` is read after the loop
+        yield item
+        now = time.perf_counter()
+        if now - last >= seconds:
+            logger.info("%s (%.0f s)", describe(done), now - started)
+            last = now
+    logger.info("%s (%.0f s, done)", describe(done), time.perf_counter() - started)

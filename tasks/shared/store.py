@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.sequence_store import INDEX, StorePaths, StoreStats
+from stethoscope.tasks.shared.audited_model import sequence_index
 
 log = logging.getLogger("stethoscope.audits")
 
@@ -48,13 +49,14 @@ def iter_store_batches(
 
 
 def store_stats(store_dir: Path, model: keras.Model | None = None) -> StoreStats | None:
-    """The store's stats.json (None when it has none), checked against the model's input
-    shape [T, C] when `model` is given."""
+    """The store's stats.json (None when it has none), checked against the shape [T, C] of the
+    model's time-series input when `model` is given."""
     path = StorePaths(root=Path(store_dir)).stats
     if not path.exists():
         return None
     stats = StoreStats.model_validate_json(path.read_text())
-    expected = tuple(model.inputs[0].shape[1:]) if model is not None else None
+    expected = (tuple(model.inputs[sequence_index(model)].shape[1:]) if model is not None
+                else None)
     if expected is not None and expected[0] is None:
         expected = (stats.num_steps, expected[1])  # a model of any length: channels only
     if expected is not None and expected != (stats.num_steps, len(stats.channels)):

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from stethoscope.flows.audit_model import AuditModelParameters
 from stethoscope.flows.nightly_audit import AuditParameters
+from stethoscope.flows.parameters import AuditModelParameters
 from stethoscope.flows.simulate_cohort import SimulateCohortParameters
 from tests.flows.conftest import PROJECT, TINY_SETTINGS, PrefectStack
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from stethoscope.flows.audit_model import AuditModelParameters
 from stethoscope.flows.nightly_audit import AuditParameters
+from stethoscope.flows.parameters import AuditModelParameters
 from stethoscope.flows.roots import FORM_PATH_PATTERN, ROOTS_ENV, WORKER_RUN_ENV, confine
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.schemas.outcome import Figure, StageOutcome

@@ -2,11 +2,14 @@
 activation layer over a sample of validation user-weeks, heatmaps, and the findings
 DEAD_UNITS, CONSTANT_UNITS and SATURATED_UNITS (docs/architecture.md §1.1).
 
-One probe model exposes every inspected layer; each batch goes through it once (compiled) and
-its outputs are reduced at once to per-unit counts and sums, so memory depends on the batch size
-and the model, never on the number of user-weeks. A layer's positions are its (user-week, time) pairs: [batch, T_l, units]
-(a layer with several spatial axes has them flattened; a layer without a time axis has one
-position per user-week).
+Any graph model: functional, Sequential, nested (a layer `conv_1` inside the nested model
+`encoder` is `encoder/conv_1`). The layers come from the model's graph (model/probes.py
+`ModelGraph`), not from `layer.output`, which a loaded Sequential model or a nested one does not
+tie to the model's inputs. One compiled forward pass exposes every inspected layer; each batch
+goes through it once and its outputs are reduced at once to per-unit counts and sums, so memory
+depends on the batch size and the model, never on the number of user-weeks. A layer's
+positions are its (user-week, time) pairs: [batch, T_l, units] (a layer with several spatial
+axes has them flattened; a layer without a time axis has one position per user-week).
 
 Definitions (thresholds are ActivationsConfig fields):
 - zero_share: share of positions where the unit's output is exactly 0.0.
@@ -39,22 +42,22 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from stethoscope.model.callbacks import (
-    activation_layers,
-    build_probe,
-    compile_probe,
-    first_output,
-    layer_kind,
-    output_bound,
-)
+from stethoscope.model.callbacks import layer_kind, output_bound
+from stethoscope.model.probes import compile_forward, inspected_calls
 from stethoscope.tasks.audits.activations.config import (
     DEFAULT_CONFIG,
     HEATMAP_KINDS,
+    UNITS_SCHEMA,
     ActivationAudit,
     ActivationsConfig,
 )
 from stethoscope.tasks.audits.activations.stats import UnitSums, layer_record, reduce_batch
-from stethoscope.tasks.shared.audited_model import Batch, iter_model_inputs
+from stethoscope.tasks.shared.audited_model import (
+    Batch,
+    check_audit_model,
+    iter_model_inputs,
+    sequence_index,
+)
 
 matplotlib.use("Agg")
 
@@ -62,36 +65,36 @@ matplotlib.use("Agg")
 def audit_activations(
     model: keras.Model, batches: Iterable[Batch], config: ActivationsConfig = DEFAULT_CONFIG
 ) -> ActivationAudit:
-    """Stream `batches` (see tasks.shared.audited_model.model_inputs) through one probe of `model` and
-    return per-unit statistics of every inspected layer."""
-    layers = activation_layers(model, config.layers)
-    bounds = [output_bound(layer) for layer in layers]
-    has_time = [len(first_output(layer).shape) >= 3 for layer in layers]
-    heatmap = [t and layer_kind(layer) in HEATMAP_KINDS for layer, t in zip(layers, has_time,
-                                                                          strict=True)]
-    forward = compile_probe(build_probe(model, layers))
-    sums = [UnitSums(int(first_output(layer).shape[-1]), t)
-            for layer, t in zip(layers, has_time, strict=True)]
+    """Stream `batches` (see tasks.shared.audited_model.model_inputs) through one compiled
+    forward pass of `model` and return per-unit statistics of every inspected layer (none, and
+    no batch read, when the model has no convolutional, recurrent, dense or activation layer)."""
+    graph = check_audit_model(model, output_layer=None)
+    calls = inspected_calls(graph, config.layers)
+    if not calls:
+        return ActivationAudit(layers=[], units=pd.DataFrame(columns=UNITS_SCHEMA.names))
+    bounds = [output_bound(call.layer) for call in calls]
+    heatmap = [call.has_time and layer_kind(call.layer) in HEATMAP_KINDS for call in calls]
+    forward = compile_forward(graph, calls)
+    sums = [UnitSums(int(call.output.shape[-1]), call.has_time) for call in calls]
     samples: dict[str, list[np.ndarray]] = {
-        layer.name: [] for layer, wanted in zip(layers, heatmap, strict=True) if wanted}
-    num_user_weeks = 0
+        call.name: [] for call, wanted in zip(calls, heatmap, strict=True) if wanted}
+    sequence, num_user_weeks = sequence_index(model), 0
     for inputs in iter_model_inputs(batches, model):
         needed = config.heatmap_user_weeks - num_user_weeks  # heatmaps: the first user-weeks
-        for layer, acc, bound, a in zip(layers, sums, bounds, forward(inputs), strict=True):
+        for call, acc, bound, a in zip(calls, sums, bounds, forward(inputs), strict=True):
             a = tf.reshape(a, [a.shape[0], -1, a.shape[-1]])  # [b, T_l, units]
             acc.add(reduce_batch(a, bound, config.saturation_margin), config)
-            if needed > 0 and layer.name in samples:
-                samples[layer.name].append(a[:needed].numpy())
-        num_user_weeks += len(inputs[0])
+            if needed > 0 and call.name in samples:
+                samples[call.name].append(a[:needed].numpy())
+        num_user_weeks += len(inputs[sequence])
     if num_user_weeks == 0:
         raise ValueError("audit_activations got no batches; give it at least one user-week")
-    tables = [acc.table(layer.name, bound, config)
-              for layer, acc, bound in zip(layers, sums, bounds, strict=True)]
-    units = pd.concat(tables, ignore_index=True)
+    tables = [acc.table(call.name, bound, config)
+              for call, acc, bound in zip(calls, sums, bounds, strict=True)]
     return ActivationAudit(
-        layers=[layer_record(table, layer.name) for table, layer in zip(tables, layers,
-                                                                          strict=True)],
-        units=units,
+        layers=[layer_record(table, call.name) for table, call in zip(tables, calls,
+                                                                        strict=True)],
+        units=pd.concat(tables, ignore_index=True),
         samples={name: np.concatenate(parts) for name, parts in samples.items() if parts},
         num_user_weeks=num_user_weeks,
     )

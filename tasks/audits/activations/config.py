@@ -16,6 +16,8 @@ from stethoscope.schemas.summary import ActivationsSection, Finding, LayerActiva
 STAGE = "activations"
 UNITS_FILE = "units.parquet"
 HEATMAP_KINDS = ("convolutional", "recurrent", "activation")
+NO_LAYERS_NOTE = ("The model has no convolutional, recurrent, dense or activation layer (built-in "
+                  "Keras layers) whose units the activation audit could inspect.")
 
 UNITS_SCHEMA = pa.schema(
     [
@@ -85,6 +87,7 @@ class ActivationsResult(BaseModel):
     heatmap_files: list[Path]
     dead_history_file: Path | None = None  # DeadUnitMonitor's rows, when training wrote them
     dead_history_plot: Path | None = None  # dead share per layer per epoch
+    notes: list[str] = []
 
     def outcome(self) -> StageOutcome:
         figures = [Figure("activations", f"Activations of {p.stem}", p,
@@ -95,5 +98,6 @@ class ActivationsResult(BaseModel):
                 "activations", "Dead units per epoch", self.dead_history_plot,
                 "share of each layer's units that are dead, after every epoch"))
         return StageOutcome(stage="activations", findings=list(self.findings), figures=figures,
-                            activations=ActivationsSection(layers=list(self.layers)))
+                            activations=ActivationsSection(layers=list(self.layers)),
+                            notes=list(self.notes))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from stethoscope.schemas.atomic import write_parquet_atomic
 from stethoscope.tasks.audits.activations.audit import audit_activations
 from stethoscope.tasks.audits.activations.config import (
     DEFAULT_CONFIG,
+    NO_LAYERS_NOTE,
     UNITS_FILE,
     UNITS_SCHEMA,
     ActivationsConfig,
@@ -23,7 +25,10 @@ from stethoscope.tasks.audits.activations.plots import plot_dead_history, plot_h
 from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
 from stethoscope.tasks.shared.figures import save_png
+from stethoscope.tasks.shared.progress import log_every
 from stethoscope.tasks.shared.store import iter_store_batches, store_stats
+
+log = logging.getLogger("stethoscope.activations")
 
 
 @task(name="activations", task_run_name="activations {model_path.name}")
@@ -34,11 +39,14 @@ def activations_task(
     config: ActivationsConfig = DEFAULT_CONFIG,
     dead_history_file: Path | None = None,
 ) -> ActivationsResult:
+
     """Prefect shell: audit the model on the store's sample, write the per-unit table and the
     heatmaps under `out_dir`, publish a table artifact, return the record."""
-    model = load_audit_model(model_path, output_layer=None)
+    model = load_audit_model(model_path, output_layer=None, num_channels=None)
     stats = store_stats(store_dir, model)
-    batches = iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size)
+    batches = log_every(
+        iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size),
+        lambda done: f"activations: {done} batches of up to {config.batch_size} user-weeks", log)
     audit = audit_activations(model, batches, config)
     out_dir = Path(out_dir)
     history, history_plot = None, None
@@ -53,7 +61,7 @@ def activations_task(
     # (an hour off on the days after a DST change).
     hours = (np.arange(stats.num_steps) * stats.bin_seconds / 3600.0) % 24.0 if stats else None
     heatmaps = [save_png(plot_heatmaps(name, sample, hours, config.night_hours),
-                          out_dir / f"heatmap_{name}.png")
+                          out_dir / f"heatmap_{name.replace('/', '.')}.png")
                 for name, sample in audit.samples.items()]
     publish_table("activations-layers", [
         {"layer": x.name, "units": x.units, "dead": len(x.dead_units),
@@ -63,4 +71,5 @@ def activations_task(
     return ActivationsResult(layers=audit.layers, findings=findings,
                              num_user_weeks=audit.num_user_weeks, units_file=units_file,
                              heatmap_files=heatmaps, dead_history_file=dead_history_file,
+                             notes=[] if audit.layers else [NO_LAYERS_NOTE],
                              dead_history_plot=history_plot)

@@ -1,13 +1,18 @@
 """The gradient audit: how far the network's memory reaches (docs/architecture.md §1.1), and whether
 gradients vanish or explode across its depth.
 
-Input-gradient profile: g[u, t, c] = d raw_output[u, t_mid, task] / d sequence[u, t, c] for every
-user-week u of the sample, averaged over u as mean |g| and mean g. The outputs of different
-user-weeks do not interact, so the gradient of sum_u raw_output[u, t_mid, task] gives every
-user-week's gradient at once: ONE backward pass per batch, reduced over the batch in-graph, so
-memory is O(T x C) whatever the sample size. t_mid is raw_output's middle step (T' // 2) by
-default; when raw_output is shorter than the input (pooling), step t_mid is centred on input
-step round((t_mid + 0.5) * T / T' - 0.5).
+Input-gradient profile: g[u, t, c] = d output[u, t_mid, task] / d sequence[u, t, c] for every
+user-week u of the sample, averaged over u as mean |g| and mean g. `output` is the model's
+per-step output (tasks/shared/audited_model.py `per_step_output`): `output_layer` when set
+(`task_index` picks its unit), else raw_output when the model has it (the default network),
+else the last layer whose output [batch, T', units] keeps a time axis -- for any graph model:
+functional, Sequential, nested. The outputs of different user-weeks do not interact, so the
+gradient of sum_u output[u, t_mid, task] gives every user-week's gradient at once: ONE backward
+pass per batch, reduced over the batch in-graph, so memory is O(T x C) whatever the sample
+size. t_mid is the output's middle step (T' // 2) by default; when the output is shorter than
+the input (pooling, strides: T' = T / 4 after two stride-2 convolutions), step t_mid is
+centred on input step round((t_mid + 0.5) * T / T' - 0.5), and every horizon below is counted
+in input steps.
 
 Horizon: p[t] = sum_c mean |g|[t, c]. With the threshold p_max x 10^-k (k = `decades`, 3),
 horizon_steps_back = t_mid - (earliest t <= t_mid with p[t] >= threshold) and
@@ -29,13 +34,13 @@ horizon_hours = effective steps x bin_seconds / 3600 (bin_seconds: config, else 
 else 7 x 24 h / T). SHORT_MEMORY: horizon_hours < required_context_hours (24 h).
 
 Weight gradients come from the same backward passes: the gradient of the same target,
-L = mean over user-weeks of raw_output[u, t_mid, task], w.r.t. the trainable weights of every
-layer on the path from the sequence input to raw_output (the metadata branch is left out),
+L = mean over user-weeks of output[u, t_mid, task], w.r.t. the trainable weights of every
+layer on the path from the sequence input to the output (the metadata branch is left out),
 accumulated over the whole sample (O(model size) memory). A label-free loss, so no labels are
 needed, and no second backward pass or trace: the audit stays close to one forward + backward.
 Per layer: the L2 norm of those gradients and their RMS (norm / sqrt(number of weights),
 comparable between layers of different sizes). ratio = RMS of the first layer / RMS of the
-last one (raw_output): VANISHING_GRADIENTS below `vanishing_ratio` (1e-3), EXPLODING_GRADIENTS
+last one (the output): VANISHING_GRADIENTS below `vanishing_ratio` (1e-3), EXPLODING_GRADIENTS
 above `exploding_ratio` (1e3).
 
 The parts live in private modules: the profile (`GradientProfile`, `gradient_profile`: the
@@ -106,7 +111,8 @@ def audit_gradients(
     """Input-gradient profile, horizon and weight-gradient norms over the sample."""
     profile = gradient_profile(model, batches, config.output_layer, config.task_index,
                                config.timestep)
-    causal = True if config.causal is None and forward_recurrence_only(model) else config.causal
+    recurrent_forward = forward_recurrence_only(model, config.output_layer)
+    causal = True if config.causal is None and recurrent_forward else config.causal
     horizon = dependency_horizon(profile.by_step, profile.center, config.decades, causal)
     bin_seconds = config.bin_seconds or bin_seconds or WEEK_SECONDS / profile.mean_abs.shape[0]
     return GradientAudit(profile, horizon, horizon.effective * bin_seconds / 3600.0, bin_seconds,

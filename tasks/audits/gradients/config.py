@@ -39,9 +39,13 @@ class GradientsConfig(StageConfig):
     split: str = "val"
     max_user_weeks: int = Field(256, ge=1)
     batch_size: int = Field(16, ge=1)
-    output_layer: str = "raw_output"
-    task_index: int = Field(0, ge=0)
-    timestep: int | None = Field(None, ge=0, description="raw_output step; None: the middle")
+    output_layer: str | None = Field(
+        None, description="per-step layer differentiated (CLI --output-layer; 'encoder/conv_1' "
+        "for a layer inside a nested model); None: raw_output when the model has it, else the "
+        "last layer whose output keeps a time axis")
+    task_index: int = Field(0, ge=0, description="unit (task) of the output layer "
+                            "differentiated (CLI --output-index)")
+    timestep: int | None = Field(None, ge=0, description="output layer step; None: the middle")
     decades: float = Field(3.0, gt=0, description="k: horizon threshold = peak x 10^-k")
     required_context_hours: float = Field(24.0, ge=0)
     bin_seconds: float | None = Field(None, gt=0, description="None: the store's, else 1 week / T")
@@ -93,21 +97,26 @@ class GradientsResult(BaseModel):
     findings: list[Finding]
     causal: bool
     first_last_ratio: float | None
-    plot_file: Path
-    weight_gradients_file: Path
+    plot_file: Path | None  # None: not evaluated (no per-step output)
+    weight_gradients_file: Path | None
+    notes: list[str] = []  # which output was differentiated, and why
 
     def outcome(self) -> StageOutcome:
-        figures = [Figure("gradients", "Input-gradient profile around t_mid", self.plot_file,
-                          "mean |d raw_output[t_mid] / d input[t]| on a log scale; horizon marked")]
+        figures = [] if self.plot_file is None else [Figure(
+            "gradients", "Input-gradient profile around t_mid", self.plot_file,
+            f"mean |d {self.section.output_layer}[t_mid] / d input[t]| on a log scale; horizon "
+            "marked")]
         return StageOutcome(stage="gradients", findings=list(self.findings), figures=figures,
-                            gradients=self.section)
+                            gradients=self.section, notes=list(self.notes))
 
 
 
 @dataclass(frozen=True)
 class GradientProfile:
-    """Mean |g| and mean g [T, C] over `num_user_weeks`; `center` is t_mid in input steps;
-    `weight_gradients` the per-layer norms (WEIGHT_GRADIENTS_SCHEMA, sequence input first)."""
+    """Mean |g| and mean g [T, C] over `num_user_weeks` of d output_layer[t_mid, task] /
+    d input; `timestep` is t_mid in the output's `output_steps` steps, `center` the same step in
+    input steps; `weight_gradients` the per-layer norms (WEIGHT_GRADIENTS_SCHEMA, sequence
+    input first)."""
 
     mean_abs: np.ndarray
     mean_signed: np.ndarray
@@ -115,6 +124,8 @@ class GradientProfile:
     center: int
     num_user_weeks: int
     weight_gradients: pd.DataFrame
+    output_layer: str = "raw_output"
+    output_steps: int | None = None  # T' (None: as many as the input's T)
 
     @property
     def by_step(self) -> np.ndarray:

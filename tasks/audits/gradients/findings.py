@@ -1,5 +1,6 @@
-"""Findings of the gradient audit, in words: SHORT_MEMORY, VANISHING_GRADIENTS and
-EXPLODING_GRADIENTS with what each measured and what to change.
+"""Findings of the gradient audit, in words: SHORT_MEMORY, VANISHING_GRADIENTS,
+EXPLODING_GRADIENTS and GRADIENTS_NOT_EVALUATED with what each measured and what to change,
+and the report's note on which output was differentiated.
 
 Whether a finding is raised is the stage's rule (tasks/audits/gradients/audit.py, `gradient_findings`);
 this module only says it: which sides of t_mid count toward the horizon (`horizon_sides`), the
@@ -55,7 +56,7 @@ def short_memory_finding(audit: GradientAudit, config: GradientsConfig, task: st
     h, p = audit.horizon, audit.profile
     return Finding(
         stage=STAGE, severity="warning", code=FindingCode.SHORT_MEMORY,
-        message=f"d {config.output_layer}[t={p.timestep}, task {task or config.task_index}]"
+        message=f"d {p.output_layer}[t={p.timestep}, task {task or config.task_index}]"
         f" / d input stays above 1e-{config.decades:g} x its peak over {horizon_sides(h)}: "
         f"{audit.horizon_hours:.1f} h of context, but the task needs "
         f"{config.required_context_hours:g} h.",
@@ -74,9 +75,36 @@ def ratio_finding(code: FindingCode, audit: GradientAudit) -> Finding:
         stage=STAGE, severity="warning", code=code,
         message=f"Weight-gradient RMS of {first['layer']} is {audit.ratio:.2g} x that of "
         f"{last['layer']} ({first['grad_rms']:.2e} vs {last['grad_rms']:.2e}; gradients of "
-        f"the mean of raw_output at t_mid over {audit.profile.num_user_weeks} user-weeks).",
+        f"the mean of {audit.profile.output_layer} at t_mid over "
+        f"{audit.profile.num_user_weeks} user-weeks).",
         recommendation=RATIO_RECOMMENDATIONS[code],
     )
+
+
+def not_evaluated_finding(reason: str) -> Finding:
+    """GRADIENTS_NOT_EVALUATED: the model has no per-step output to differentiate."""
+    return Finding(
+        stage=STAGE, severity="info", code=FindingCode.GRADIENTS_NOT_EVALUATED,
+        message=f"The gradient audit did not run: {reason}",
+        recommendation="Audit a model with a per-timestep layer [batch, T', units] (e.g. an "
+        "LSTM with return_sequences=True before the pooling), or name such a layer with "
+        "gradients.output_layer (--output-layer). The activation audit ran regardless.",
+    )
+
+
+def describe_output(audit: GradientAudit, config: GradientsConfig, input_steps: int) -> str:
+    """Which output the audit differentiated, why that one, and how its steps map to input
+    steps (the horizons are in input steps)."""
+    p = audit.profile
+    why = ("gradients.output_layer" if config.output_layer is not None else
+           "the default network's per-step output" if p.output_layer == "raw_output" else
+           "found: the last layer whose output keeps a time axis")
+    steps = p.output_steps or input_steps
+    mapping = (f"{steps} steps over the input's {input_steps}: t_mid = {p.timestep} is input "
+               f"step {p.center}; horizons are counted in input steps" if steps != input_steps
+               else f"{steps} steps, t_mid = {p.timestep}")
+    return (f"Differentiated {p.output_layer} ({why}), unit {config.task_index}: {mapping}; "
+            f"{p.num_user_weeks} user-weeks.")
 
 
 def horizon_sides(h: Horizon) -> str:

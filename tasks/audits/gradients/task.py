@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,13 +19,24 @@ from stethoscope.tasks.audits.gradients.config import (
     GradientsConfig,
     GradientsResult,
 )
-from stethoscope.tasks.audits.gradients.findings import gradient_findings
+from stethoscope.tasks.audits.gradients.findings import (
+    describe_output,
+    gradient_findings,
+    not_evaluated_finding,
+)
 from stethoscope.tasks.audits.gradients.plots import plot_gradient_profile
-from stethoscope.tasks.audits.gradients.profile import WEIGHT_GRADIENTS_SCHEMA
+from stethoscope.tasks.audits.gradients.profile import (
+    WEIGHT_GRADIENTS_SCHEMA,
+    no_per_step_output,
+    probed_output,
+)
 from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
 from stethoscope.tasks.shared.figures import save_png
+from stethoscope.tasks.shared.progress import log_every
 from stethoscope.tasks.shared.store import iter_store_batches, store_stats
+
+log = logging.getLogger("stethoscope.gradients")
 
 
 @task(name="gradients", task_run_name="gradients {model_path.name}")
@@ -35,11 +47,20 @@ def gradients_task(
     config: GradientsConfig = DEFAULT_CONFIG,
     task_names: list[str] | None = None,
 ) -> GradientsResult:
+
     """Prefect shell: audit the model on the store's sample, write the profile (Parquet, PNG)
-    and the weight-gradient norms under `out_dir`, return the record."""
-    model = load_audit_model(model_path, config.output_layer)
+    and the weight-gradient norms under `out_dir`, return the record. A model without a
+    per-step output is not audited (GRADIENTS_NOT_EVALUATED), so the run still reports."""
+    model = load_audit_model(model_path, config.output_layer, num_channels=None)
     stats = store_stats(store_dir, model)
-    batches = iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size)
+    if probed_output(model, config.output_layer) is None:
+        return GradientsResult(
+            section=GradientsSection(), findings=[not_evaluated_finding(
+                no_per_step_output(model).message)], causal=False, first_last_ratio=None,
+            plot_file=None, weight_gradients_file=None)
+    batches = log_every(
+        iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size),
+        lambda done: f"gradients: {done} batches of up to {config.batch_size} user-weeks", log)
     audit = audit_gradients(model, batches, config, stats.bin_seconds if stats else None)
     channels = stats.channels if stats else None
     task_name = task_names[config.task_index] if task_names else str(config.task_index)
@@ -55,11 +76,12 @@ def gradients_task(
                   f"Weight-gradient norms per layer (first/last RMS ratio {audit.ratio}); "
                   f"horizon {h.back} steps back, {h.forward} forward, {audit.horizon_hours:.1f} h")
     section = GradientsSection(
-        output_layer=config.output_layer, task=task_name, timestep=audit.profile.timestep,
+        output_layer=audit.profile.output_layer, task=task_name, timestep=audit.profile.timestep,
         horizon_steps_back=audit.horizon.back, horizon_steps_forward=audit.horizon.forward,
         horizon_hours=audit.horizon_hours, profile_file=str(profile_file))
     return GradientsResult(
         section=section, findings=gradient_findings(audit, config, task_name),
         causal=audit.horizon.back_open and not audit.horizon.forward_open,
         first_last_ratio=audit.ratio, plot_file=out_dir / PLOT_FILE,
-        weight_gradients_file=norms_file)
+        weight_gradients_file=norms_file,
+        notes=[describe_output(audit, config, audit.profile.mean_abs.shape[0])])
