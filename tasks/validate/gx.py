@@ -33,7 +33,7 @@ SITE = "stethoscope"
 
 def load_suite_json(name: str) -> dict[str, Any]:
     """A suite as versioned in schemas/gx/<name>.json."""
-    return json.loads(files("schemas").joinpath("gx", f"{name}.json").read_text())
+    return json.loads(files("stethoscope.schemas").joinpath("gx", f"{name}.json").read_text())
 
 
 @dataclass(frozen=True)
