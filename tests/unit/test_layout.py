@@ -44,6 +44,23 @@ def test_the_folders_install_under_the_namespace_only(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_package_data_resolves_outside_the_repository(tmp_path: Path):
+    """What the package reads as data (GX suites, report templates, the summary schema, its own
+    source for cache keys) is found from the installed namespace, not from the bare folders
+    that only resolve when the repository root is on sys.path (as under pytest)."""
+    code = ("from stethoscope.tasks.validate.gx import load_suite_json\n"
+            "from stethoscope.tasks.shared.policy import code_fingerprint\n"
+            "from stethoscope.schemas.summary import SCHEMA_FILE\n"
+            "from jinja2 import Environment, PackageLoader\n"
+            "assert load_suite_json('users') and load_suite_json('sensor_logs')\n"
+            "env = Environment(loader=PackageLoader('stethoscope.tasks.report', 'templates'))\n"
+            "assert env.list_templates()\n"
+            "assert SCHEMA_FILE.is_file() and len(code_fingerprint()) == 64\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={"PATH": "", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_stage_has_the_same_doors(stage: str):
     package = ROOT / "tasks" / stage
