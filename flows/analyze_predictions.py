@@ -34,9 +34,11 @@ def analyze_flow(predictions_file: Path, run_dir: Path, config: AnalyzeConfig | 
     if strata is not None:
         config = config.with_strata(strata)
     cohort = CohortPaths(Path(data_dir)) if data_dir is not None else None
+    # a table handed in must hold predictions (an empty one is bad input, not a pass)
     analysis = analyze_task.with_options(**stage_options(1800, outputs=("out_dir",)))(
         Path(predictions_file), run.analysis, config,
-        cohort.sensor_logs if cohort else None, cohort.users if cohort else None)
+        cohort.sensor_logs if cohort else None, cohort.users if cohort else None,
+        require_rows=True)
     parameters = {"predictions_file": str(predictions_file),
                   "data_dir": str(data_dir) if data_dir is not None else None,
                   "analyze": config.model_dump(mode="json")}

@@ -40,6 +40,8 @@ class FindingCode(StrEnum):
     WEAK_STRATUM = "WEAK_STRATUM"
     UNDERPOWERED_STRATUM = "UNDERPOWERED_STRATUM"
     LOSS_PATTERN = "LOSS_PATTERN"
+    UNDERPOWERED = "UNDERPOWERED"
+    BASELINE_AT_CHANCE = "BASELINE_AT_CHANCE"
 
 
 class CodeInfo(NamedTuple):
@@ -90,4 +92,9 @@ REGISTRY: dict[FindingCode, CodeInfo] = {
         "analyze", "strata too small to tell a difference, with the effect they could see"),
     FindingCode.LOSS_PATTERN: CodeInfo(
         "analyze", "a value that is over-represented among the worst losses"),
+    FindingCode.UNDERPOWERED: CodeInfo(
+        "analyze", "a task whose data cannot tell (no interval for its AUROC, or whether it "
+        "beats the metadata baseline), with the effect it could have detected"),
+    FindingCode.BASELINE_AT_CHANCE: CodeInfo(
+        "analyze", "the metadata baseline is at or below chance: no yardstick for the network"),
 }

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.findings import FindingCode
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 
 Severity = Literal["info", "warning", "error"]
@@ -86,13 +86,48 @@ class SyntheticResult(_Record):
     learned: bool
 
 
+Interval = tuple[float, float]
+
+
+class OperatingPoint(_Record):
+    """Sensitivity, specificity and PPV (and NPV) of user-weeks called positive at
+    score >= threshold; the threshold is chosen on the same rows."""
+
+    point: str  # "decision", "sensitivity 0.90", "specificity 0.90", "score 0.50"
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    sensitivity: float | None
+    sensitivity_ci: Interval | None = None
+    specificity: float | None
+    specificity_ci: Interval | None = None
+    ppv: float | None
+    ppv_ci: Interval | None = None
+
+
 class TaskMetrics(_Record):
+    """One task's metrics on its evaluation rows (user-weeks). Every interval is of the kind
+    `PredictionsSection.interval_method` names, and None where that is degenerate."""
+
     task: str
-    n: int
+    n: int  # user-weeks
     auroc: float | None
-    auroc_ci: tuple[float, float] | None
+    auroc_ci: Interval | None
     baseline_auroc: float | None
     corr_with_baseline: float | None
+    n_positives: int | None = None  # user-weeks with y_true = 1
+    n_users: int | None = None
+    auprc: float | None = None
+    auprc_ci: Interval | None = None
+    brier: float | None = None
+    ece: float | None = None  # expected calibration error over equal-count score bins
+    ece_ci: Interval | None = None
+    baseline_auroc_ci: Interval | None = None
+    gain_vs_baseline: float | None = None  # network AUROC minus the baseline's, paired
+    gain_ci: Interval | None = None
+    operating_points: list[OperatingPoint] = Field(default_factory=list)
 
 
 class StratumMetrics(_Record):
@@ -101,10 +136,13 @@ class StratumMetrics(_Record):
     task: str
     n: int
     auroc: float | None
-    auroc_ci: tuple[float, float] | None
+    auroc_ci: Interval | None
     delta_vs_rest: float | None
     p_value: float | None
     flagged: bool
+    n_positives: int | None = None
+    n_users: int | None = None
+    delta_ci: Interval | None = None
 
 
 class TopLoss(_Record):
@@ -120,6 +158,7 @@ class PredictionsSection(_Record):
     tasks: list[TaskMetrics] = Field(default_factory=list)
     strata: list[StratumMetrics] = Field(default_factory=list)
     top_losses: list[TopLoss] = Field(default_factory=list)
+    interval_method: str | None = None  # how every interval above was computed
 
 
 class Summary(BaseModel):

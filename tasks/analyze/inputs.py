@@ -167,8 +167,12 @@ def _check_strata(columns: list[str], source: str, config: AnalyzeConfig) -> lis
     return problems
 
 
-def read_predictions(path: Path, config: AnalyzeConfig) -> pd.DataFrame:
-    """Read and check `predictions.parquet`; raise DataContractError listing every problem."""
+def read_predictions(path: Path, config: AnalyzeConfig, require_rows: bool = False
+                     ) -> pd.DataFrame:
+    """Read and check `predictions.parquet`; raise DataContractError listing every problem.
+
+    `require_rows`: a table without rows is an error (a table handed to `stethoscope analyze`)
+    rather than nothing to analyse (`NO_PREDICTIONS`: a nightly run trained without labels)."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -176,6 +180,12 @@ def read_predictions(path: Path, config: AnalyzeConfig) -> pd.DataFrame:
             "readable", f"is not a readable Parquet file ({exc}).",
             "point --predictions at predictions.parquet written by the train stage.",
             str(path))]) from exc
+    if require_rows and table.num_rows == 0:
+        raise DataContractError(f"analyze: {path} has no rows, so there is nothing to analyse.", [
+            Problem("no_rows", "holds no prediction.",
+                    "point --predictions at a table with one row per user-week and task (a run "
+                    "trained without labels.parquet writes an empty one: add labels to the "
+                    "cohort and run again).", str(path))])
     if problems := check_predictions(table, str(path), config):
         raise DataContractError(
             f"analyze: {path} breaks the predictions contract ({len(problems)} problems).",

@@ -1,4 +1,5 @@
-"""Figures of the analyze stage: baseline scatter, strata forest plot, weeks of top rows.
+"""Figures of the analyze stage: ROC and precision-recall curves, reliability diagram, baseline
+scatter, strata forest plot, weeks of top rows.
 
 Figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas, never pyplot: no
 global state, no display needed, safe beside other stages in the same process. Every PNG is
@@ -16,9 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from stethoscope.schemas.errors import DataContractError, Problem
+from stethoscope.tasks.analyze.config import AnalysisTables
 from stethoscope.tasks.shared.calendar import week_window
 from stethoscope.tasks.shared.figures import save_png
 from stethoscope.tasks.shared.users import read_users, timezones_of
@@ -34,24 +38,119 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-# --- per task: baseline scatter and forest plot -------------------------------------------
+# --- per task: curves, calibration, baseline scatter and forest plot ----------------------
 
 
-def plot_tasks(baseline_scores: pd.DataFrame, strata: pd.DataFrame, tasks: pd.DataFrame,
-               out_dir: Path) -> list[Path]:
-    """A scatter of network vs baseline scores and a forest plot of strata, per task."""
+def plot_tasks(tables: AnalysisTables, out_dir: Path) -> list[Path]:
+    """Per task with an AUROC: ROC and precision-recall curves, a reliability diagram; a
+    scatter of network vs baseline scores when there is a baseline; a forest plot of strata."""
     written = []
-    for _, task_row in tasks.iterrows():
+    for _, task_row in tables.tasks.iterrows():
         name = task_row["task"]
-        rows = baseline_scores[baseline_scores["task"] == name]
+        rows = tables.baseline_scores[tables.baseline_scores["task"] == name]
+        stem = safe_name(name)
+        if pd.notna(task_row["auroc"]):
+            points = tables.operating_points[tables.operating_points["task"] == name]
+            written.append(save_png(curves_figure(rows, task_row, points),
+                                    out_dir / f"roc_pr_{stem}.png", dpi=_DPI, tight=True))
+            bins = tables.calibration[tables.calibration["task"] == name]
+            written.append(save_png(reliability_figure(bins, task_row),
+                                    out_dir / f"calibration_{stem}.png", dpi=_DPI, tight=True))
         if rows["baseline_score"].notna().any():
             written.append(save_png(scatter_figure(rows, task_row),
-                                 out_dir / f"scatter_{safe_name(name)}.png", dpi=_DPI, tight=True))
-        task_strata = strata[strata["task"] == name]
+                                    out_dir / f"scatter_{stem}.png", dpi=_DPI, tight=True))
+        task_strata = tables.strata[tables.strata["task"] == name]
         if len(task_strata):
             written.append(save_png(forest_figure(task_strata, task_row),
-                                 out_dir / f"forest_{safe_name(name)}.png", dpi=_DPI, tight=True))
+                                    out_dir / f"forest_{stem}.png", dpi=_DPI, tight=True))
     return written
+
+
+def _counts(task_row: pd.Series) -> str:
+    return (f"{task_row['n']} user-weeks of {task_row['num_users']} users, "
+            f"{task_row['positives']} positives ({task_row['positive_users']} users)")
+
+
+def _estimate(task_row: pd.Series, name: str) -> str:
+    low, high = task_row[f"{name}_ci_low"], task_row[f"{name}_ci_high"]
+    interval = "interval undefined" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+    return f"{_num(task_row[name], 3)} {interval}"
+
+
+def curves_figure(rows: pd.DataFrame, task_row: pd.Series, points: pd.DataFrame) -> Figure:
+    """ROC (left) and precision-recall (right) of the network, the baseline's dashed; the
+    operating points marked on both."""
+    fig = Figure(figsize=(9, 4.2))
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    y = rows["y_true"].to_numpy()
+    curves = [("network", rows["y_score"].to_numpy(), _COLOURS["tested"], "-")]
+    if rows["baseline_score"].notna().all():
+        curves.append(("metadata baseline", rows["baseline_score"].to_numpy(), "0.55", "--"))
+    for label, scores, colour, style in curves:
+        fpr, tpr, _ = roc_curve(y, scores)
+        ax_roc.plot(fpr, tpr, color=colour, ls=style, lw=1.4, label=label)
+        precision, recall, _ = precision_recall_curve(y, scores)
+        ax_pr.plot(recall, precision, color=colour, ls=style, lw=1.4, label=label,
+                   drawstyle="steps-post")
+    ax_roc.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls=":", label="chance")
+    prevalence = float(y.mean())
+    ax_pr.axhline(prevalence, color="0.75", lw=0.8, ls=":",
+                  label=f"share of positives {prevalence:.2f}")
+    for marker, (_, p) in zip("osD^v", points.iterrows(), strict=False):
+        label = f"{p['point']} (t={p['threshold']:.2f})"
+        if pd.notna(p["specificity"]) and pd.notna(p["sensitivity"]):
+            ax_roc.plot(1 - p["specificity"], p["sensitivity"], marker, ms=6, mfc="white",
+                        color=_COLOURS["flagged"], label=label)
+        if pd.notna(p["ppv"]) and pd.notna(p["sensitivity"]):
+            ax_pr.plot(p["sensitivity"], p["ppv"], marker, ms=6, mfc="white",
+                       color=_COLOURS["flagged"])
+    ax_roc.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (1 - specificity)",
+               ylabel="true positive rate (sensitivity)")
+    ax_roc.set_title(f"ROC: AUROC {_estimate(task_row, 'auroc')}", fontsize=9)
+    ax_pr.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)",
+              ylabel="precision (PPV)")
+    ax_pr.set_title(f"precision-recall: AUPRC {_estimate(task_row, 'auprc')}", fontsize=9)
+    for ax in (ax_roc, ax_pr):
+        ax.legend(loc="lower right" if ax is ax_roc else "upper right", fontsize=8)
+        _readable(ax)
+    fig.suptitle(f"{task_row['task']}: {_counts(task_row)}", fontsize=9)
+    return fig
+
+
+def reliability_figure(bins: pd.DataFrame, task_row: pd.Series) -> Figure:
+    """Observed rate against mean score per equal-count bin, with intervals; rows per bin
+    below."""
+    fig = Figure(figsize=(5, 5.4))
+    ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    low = (bins["observed_rate"] - bins["observed_rate_ci_low"]).clip(lower=0)
+    high = (bins["observed_rate_ci_high"] - bins["observed_rate"]).clip(lower=0)
+    defined = bins["observed_rate_ci_low"].notna()
+    ax.errorbar(bins.loc[defined, "mean_score"], bins.loc[defined, "observed_rate"],
+                yerr=[low[defined], high[defined]], fmt="o-", ms=4, capsize=2,
+                color=_COLOURS["tested"], label="observed rate (interval)")
+    if (~defined).any():
+        ax.plot(bins.loc[~defined, "mean_score"], bins.loc[~defined, "observed_rate"], "o", ms=4,
+                mfc="white", color=_COLOURS["underpowered"], label="interval undefined")
+    ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls=":", label="perfect calibration")
+    right = min(1.0, float(bins["score_high"].max()) + 0.05)  # zoom on the scores present
+    ax.set(xlim=(0, right), ylim=(0, 1), ylabel="observed rate of positives")
+    ax.set_title(f"{task_row['task']}: ECE {_estimate(task_row, 'ece')}, Brier "
+                 f"{_num(task_row['brier'], 3)}\n{_counts(task_row)}", fontsize=9)
+    ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    ax_count.bar(bins["mean_score"], bins["n"],
+                 width=(bins["score_high"] - bins["score_low"]).clip(lower=0.005 * right),
+                 color="0.7", edgecolor="0.4", lw=0.5)
+    ax_count.set(xlabel="mean score in bin (equal-count bins)", ylabel="user-weeks")
+    for axis in (ax, ax_count):
+        _readable(axis)
+    return fig
+
+
+def _readable(ax: Axes) -> None:
+    """Axis labels 9 pt and tick labels 8 pt: nothing on a figure below 8 pt."""
+    ax.xaxis.label.set_fontsize(9)
+    ax.yaxis.label.set_fontsize(9)
+    ax.tick_params(labelsize=8)
 
 
 def scatter_figure(rows: pd.DataFrame, task_row: pd.Series) -> Figure:
@@ -80,25 +179,31 @@ def forest_figure(strata: pd.DataFrame, task_row: pd.Series) -> Figure:
     for y, (_, s) in zip(positions, strata.iterrows(), strict=True):
         status = "flagged" if s["flagged"] else "underpowered" if s["underpowered"] else "tested"
         if pd.isna(s["auroc"]):
-            ax.text(0.5, y, "AUROC undefined", va="center", fontsize=7, color=_COLOURS[status])
+            ax.text(0.5, y, "AUROC undefined", va="center", fontsize=8, color=_COLOURS[status])
             continue
         low = s["auroc_ci_low"] if pd.notna(s["auroc_ci_low"]) else s["auroc"]
         high = s["auroc_ci_high"] if pd.notna(s["auroc_ci_high"]) else s["auroc"]
         ax.errorbar(s["auroc"], y, xerr=[[s["auroc"] - low], [high - s["auroc"]]], fmt="o",
                     ms=4, capsize=2, color=_COLOURS[status],
                     mfc="white" if status == "underpowered" else _COLOURS[status])
+        if pd.isna(s["auroc_ci_low"]):  # degenerate: say so rather than draw [a, a]
+            ax.text(s["auroc"] + (0.02 if s["auroc"] < 0.8 else -0.02), y, "no interval",
+                    va="center", ha="left" if s["auroc"] < 0.8 else "right", fontsize=8,
+                    color=_COLOURS[status])
     if pd.notna(task_row["auroc"]):
         ax.axvline(task_row["auroc"], color="0.5", lw=0.8, ls="--")
-    ax.set_yticks(positions, [f"{s['column']}={s['value']} (n={s['n']})"
-                              for _, s in strata.iterrows()], fontsize=7)
+    ax.set_yticks(positions, [f"{s['column']}={s['value']} (n={s['n']}, {s['positives']} pos.)"
+                              for _, s in strata.iterrows()], fontsize=8)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("AUROC (dashed: whole cohort); red: significantly worse, grey: too small")
+    ax.set_xlabel("AUROC (dashed: whole cohort); red: significantly worse, grey: too small",
+                  fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_title(f"{task_row['task']}: AUROC by stratum", fontsize=9)
     return fig
 
 
-def _num(value: object) -> str:
-    return "n/a" if value is None or pd.isna(value) else f"{value:.2f}"
+def _num(value: object, digits: int = 2) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
 # --- weeks of the top rows ----------------------------------------------------------------

@@ -13,12 +13,13 @@ import pandas as pd
 
 from stethoscope.tasks.analyze.config import AnalyzeConfig
 from stethoscope.tasks.analyze.metadata import natural_key
+from stethoscope.tasks.analyze.metrics import estimate_columns
 from stethoscope.tasks.shared import stats as _stats
 
-STRATA_COLUMNS = ["task", "column", "value", "n", "num_users", "positives", "auroc",
-                  "auroc_ci_low", "auroc_ci_high", "rest_auroc", "delta_vs_rest",
-                  "delta_ci_low", "delta_ci_high", "p_value", "underpowered", "reason",
-                  "min_detectable_delta"]
+STRATA_COLUMNS = ["task", "column", "value", "n", "num_users", "positives", "positive_users",
+                  "negative_users", "auroc", "auroc_ci_low", "auroc_ci_high", "rest_auroc",
+                  "rest_auroc_ci_low", "rest_auroc_ci_high", "delta_vs_rest", "delta_ci_low",
+                  "delta_ci_high", "p_value", "underpowered", "reason", "min_detectable_delta"]
 
 
 def stratum_definitions(rows: pd.DataFrame, categories: pd.DataFrame, user_index: np.ndarray,
@@ -39,7 +40,8 @@ def stratum_definitions(rows: pd.DataFrame, categories: pd.DataFrame, user_index
             mask = labels == value
             counts = {"n": int(mask.sum()), "num_users": len(np.unique(user_index[mask])),
                       "positives": int(y[mask].sum()), "rest_users": len(np.unique(user_index[~mask])),
-                      "rest_positives": int(y[~mask].sum()), "rest_n": int((~mask).sum())}
+                      "rest_positives": int(y[~mask].sum()), "rest_n": int((~mask).sum()),
+                      "users_by_class": _users_by_class(mask, y, user_index)}
             reason = _untestable_reason(counts, config)
             definitions.append({"column": column, "value": value, "mask": mask, **counts,
                                 "reason": reason,
@@ -62,25 +64,34 @@ def _untestable_reason(c: dict, config: AnalyzeConfig) -> str | None:
 
 def strata_table(task_name: str, strata: list[dict], comparison: _stats.TaskComparison,
                  config: AnalyzeConfig) -> pd.DataFrame:
-    """One row per stratum of a task: its AUROC, its difference to the rest with an interval,
-    the unadjusted p-value (None when untested) and the smallest difference it can detect."""
-    reference = comparison.auroc if comparison.auroc is not None else 0.75
+    """One row per stratum of a task: its AUROC and the rest's, their difference, each with a
+    BCa interval (None when degenerate), the unadjusted p-value (None when untested) and the
+    smallest drop it could detect (None when no AUROC in [0, 1] is that low)."""
+    reference = comparison.auroc.value if comparison.auroc.value is not None else 0.75
     records = []
     for s, c in zip(strata, comparison.strata, strict=True):
-        inside = (s["positives"], s["n"] - s["positives"])
-        outside = (s["rest_positives"], s["rest_n"] - s["rest_positives"])
-        low, high = c.auroc_ci or (None, None)
-        delta_low, delta_high = c.delta_ci or (None, None)
+        inside, outside = s["users_by_class"]
         records.append({
             "task": task_name, "column": s["column"], "value": s["value"], "n": s["n"],
-            "num_users": s["num_users"], "positives": s["positives"], "auroc": c.auroc,
-            "auroc_ci_low": low, "auroc_ci_high": high, "rest_auroc": c.rest_auroc,
-            "delta_vs_rest": c.delta, "delta_ci_low": delta_low, "delta_ci_high": delta_high,
+            "num_users": s["num_users"], "positives": s["positives"],
+            "positive_users": inside[0], "negative_users": inside[1],
+            **estimate_columns("auroc", c.auroc), **estimate_columns("rest_auroc", c.rest_auroc),
+            **estimate_columns("delta", c.delta, value_key="delta_vs_rest"),
             "p_value": c.p_value, "underpowered": s["reason"] is not None, "reason": s["reason"],
             "min_detectable_delta": _stats.min_detectable_delta(
                 reference, inside, outside, config.alpha, config.power),
         })
     return pd.DataFrame(records, columns=STRATA_COLUMNS)
+
+
+def _users_by_class(mask: np.ndarray, y: np.ndarray, user_index: np.ndarray
+                    ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((users with positive rows, users with negative rows) in the stratum's rows, the same
+    in the rest's): a user with weeks of both classes counts in both."""
+    def users(rows: np.ndarray) -> int:
+        return len(np.unique(user_index[rows]))
+
+    return ((users(mask & y), users(mask & ~y)), (users(~mask & y), users(~mask & ~y)))
 
 
 def correct_strata(strata: pd.DataFrame, config: AnalyzeConfig) -> pd.DataFrame:

@@ -6,22 +6,35 @@ whole block of bootstrap resamples or permutations is one matrix [draws, rows] a
 nothing calls scikit-learn inside a loop.
 
 Weeks of one user are not independent, so both resampling schemes work on users:
-- bootstrap: users are drawn with replacement; a row's weight is how often its user was drawn;
+- bootstrap: users are drawn with replacement; a row's weight is how often its user was drawn
+  (tasks/shared/bootstrap.py, which also gives the BCa intervals and says when one is
+  undefined);
 - permutation: stratum membership (the value a user has on most of their weeks) is shuffled
   among users, so the test keeps each user's weeks together.
+
+`compare_task` gathers one task's AUROC, its paired gain over a baseline, strata against the
+rest and any further weighted statistics from one set of resamples; `min_detectable_delta` and
+`detectable_difference` say what a test could have seen, within the AUROC's range.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-# Largest block of [draws, rows] float64 held at once (~16 MB).
-_BLOCK_ELEMENTS = 2_000_000
+from stethoscope.tasks.shared.bootstrap import (
+    DEFAULT_MAX_UNDEFINED,
+    Estimate,
+    UserStatistic,
+    block_size,
+    estimate,
+    replicate,
+)
+
 # Permutations stop once this many are at least as extreme as the observed difference
 # (Besag & Clifford 1991): a clearly null stratum costs ~2x this many, not all of them.
 STOP_AFTER_EXCEEDANCES = 50
@@ -87,6 +100,16 @@ class Groups:
     def auroc(self) -> np.ndarray:
         return _ratio(self.wins, self.num_pos * self.num_neg)
 
+    def average_precision(self) -> np.ndarray:
+        """AUPRC as scikit-learn's average_precision_score (no interpolation): the precision
+        at each distinct score, weighted by the positives it adds; NaN without both classes."""
+        at_or_above_pos = self.num_pos[:, None] - np.cumsum(self.pos, axis=1) + self.pos
+        at_or_above_neg = self.num_neg[:, None] - self.below + self.neg
+        called = at_or_above_pos + at_or_above_neg
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(called > 0, at_or_above_pos / called, 0.0)
+        return _ratio(np.sum(self.pos * precision, axis=1), self.num_pos * (self.num_neg > 0))
+
     def split(self, inside: Groups) -> tuple[np.ndarray, np.ndarray]:
         """AUROC of a part of these weights (`inside`) and of the rest, per draw.
 
@@ -107,23 +130,6 @@ def _ratio(wins: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         return np.where(pairs > 0, wins / pairs, np.nan)
 
 
-def block_size(num_draws: int, num_rows: int, most: int = 1_000) -> int:
-    return int(max(1, min(num_draws, most, _BLOCK_ELEMENTS // max(num_rows, 1))))
-
-
-def user_bootstrap_counts(
-    num_users: int, num_draws: int, num_rows: int, rng: np.random.Generator
-) -> Iterator[np.ndarray]:
-    """Blocks [draws, users]: how often each user is drawn (with replacement) per resample.
-    A row's weight is its user's count: gather with a row -> user index."""
-    step = block_size(num_draws, num_rows)
-    for start in range(0, num_draws, step):
-        size = min(step, num_draws - start)
-        drawn = rng.integers(0, num_users, size=(size, num_users))
-        flat = (drawn + num_users * np.arange(size)[:, None]).ravel()
-        yield np.bincount(flat, minlength=size * num_users).reshape(size, num_users).astype(float)
-
-
 def permuted_memberships(
     user_member: np.ndarray, num_draws: int, num_rows: int, rng: np.random.Generator
 ) -> Iterator[np.ndarray]:
@@ -134,41 +140,27 @@ def permuted_memberships(
         yield rng.permuted(np.tile(user_member.astype(float), (size, 1)), axis=1)
 
 
-def percentile_interval(draws: np.ndarray, alpha: float) -> tuple[float, float] | None:
-    """Percentile interval at level 1 - alpha of the finite draws; None if there are none."""
-    finite = draws[np.isfinite(draws)]
-    if finite.size == 0:
-        return None
-    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
-
-
 @dataclass(frozen=True)
 class StratumComparison:
     """AUROC of a stratum against the rest of the cohort, on one task."""
 
-    auroc: float | None
-    auroc_ci: tuple[float, float] | None
-    rest_auroc: float | None
-    delta: float | None  # stratum minus rest
-    delta_ci: tuple[float, float] | None
+    auroc: Estimate
+    rest_auroc: Estimate
+    delta: Estimate  # stratum minus rest, paired resample by resample
     p_value: float | None  # two-sided permutation p-value; None when not tested
 
 
 @dataclass(frozen=True)
 class TaskComparison:
-    """Network AUROC with its interval, the paired gain over the baseline, and the strata."""
+    """Network AUROC, the paired gain over the baseline, the strata and any further weighted
+    statistics of one task, every interval from the same user-level resamples."""
 
-    auroc: float | None
-    auroc_ci: tuple[float, float] | None
-    baseline_auroc: float | None
-    gain_ci: tuple[float, float] | None  # network minus baseline
+    auroc: Estimate
+    baseline_auroc: Estimate | None  # None without a baseline
+    gain: Estimate | None  # network minus baseline
     gain_p_value: float | None  # one-sided bootstrap p-value of gain <= 0
     strata: list[StratumComparison]
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+    extra: dict[str, Estimate]
 
 
 def permutations_needed(num_tests: int, alpha: float, at_least: int) -> int:
@@ -185,6 +177,11 @@ class Resampling:
     num_permutations: int  # most per stratum; clear nulls stop early
     alpha: float  # intervals at level 1 - alpha
     rng: np.random.Generator
+    max_undefined: float = DEFAULT_MAX_UNDEFINED  # see tasks/shared/bootstrap.py
+    min_class_users: int = 1  # fewer users of a class in its rows: a statistic has no interval
+
+
+RowStatistic = Callable[[np.ndarray], np.ndarray]  # row weights [draws, rows] -> values [draws]
 
 
 def compare_task(
@@ -194,93 +191,100 @@ def compare_task(
     baseline: np.ndarray | None,
     strata: list[tuple[np.ndarray, np.ndarray | None]],
     resampling: Resampling,
+    extra: Mapping[str, RowStatistic] | None = None,
 ) -> TaskComparison:
     """Everything one task needs, from one set of user-level bootstrap resamples.
 
     `strata` holds, per stratum, its row mask and the per-user membership to permute (None when
-    the stratum is not to be tested). All resamples are shared: intervals of the network, the
-    baseline and every stratum come from the same drawn users, so the paired differences
-    (network - baseline, stratum - rest) are computed resample by resample.
+    the stratum is not to be tested); `extra` further statistics of the row weights (in row
+    order; AUPRC, calibration, operating points). All resamples are shared: intervals of the
+    network, the baseline, every stratum and every extra come from the same drawn users, so
+    the paired differences (network - baseline, stratum - rest) are taken resample by
+    resample. Intervals are BCa (tasks/shared/bootstrap.py), and None when the rows of a
+    statistic hold fewer than `min_class_users` users of either class (the task's rows; a
+    stratum's, the rest's, both for their difference): with few clusters a bootstrap
+    understates the spread.
     """
     network = RankedScores(scores, y_true)
     base = None if baseline is None else RankedScores(baseline, y_true)
-    draws = _bootstrap_draws(network, base, user_index, [mask for mask, _ in strata], resampling)
+    extra = dict(extra or {})
+    statistic = _task_statistic(network, base, user_index, [mask for mask, _ in strata], extra)
+    replicates = replicate(statistic, int(user_index.max()) + 1, len(scores),
+                           resampling.num_bootstrap, resampling.rng)
+
+    def enough(rows: np.ndarray) -> bool:
+        return min(len(np.unique(user_index[rows & (y_true == label)])) for label in (0, 1)
+                   ) >= resampling.min_class_users
+
+    def at(index: int, defined: bool) -> Estimate:
+        found = estimate(replicates, index, resampling.alpha, resampling.max_undefined)
+        return found if defined else Estimate(found.value, None, None)
+
+    whole = enough(np.ones(len(scores), dtype=bool))
     unweighted = network.groups(np.ones(len(scores)))
     users_ranked = network.sort(user_index)
-    comparisons = [
-        _compare_stratum(network, unweighted, mask, member, users_ranked,
-                         (draws[2 + 2 * i], draws[3 + 2 * i]), resampling)
-        for i, (mask, member) in enumerate(strata)
-    ]
-    gain = draws[0] - draws[1]
-    finite_gain = gain[np.isfinite(gain)]
+    comparisons = []
+    for i, (mask, member) in enumerate(strata):
+        inside_ok, rest_ok = enough(mask), enough(~mask)
+        inside, rest = at(3 + 3 * i, inside_ok), at(4 + 3 * i, rest_ok)
+        delta = at(5 + 3 * i, inside_ok and rest_ok)
+        p_value = None
+        if member is not None and delta.value is not None:
+            p_value = _permutation_p_value(network, unweighted, member, users_ranked,
+                                           abs(delta.value), len(mask), resampling)
+        comparisons.append(StratumComparison(inside, rest, delta, p_value))
+    gain = replicates.draws[2][np.isfinite(replicates.draws[2])]
+    first_extra = 3 + 3 * len(strata)
     return TaskComparison(
-        auroc=_finite(unweighted.auroc()[0]),
-        auroc_ci=percentile_interval(draws[0], resampling.alpha),
-        baseline_auroc=None if base is None else _finite(base.auroc()[0]),
-        gain_ci=None if base is None else percentile_interval(gain, resampling.alpha),
-        gain_p_value=None if base is None or finite_gain.size == 0 else
-        float((1 + np.sum(finite_gain <= 0)) / (1 + finite_gain.size)),
+        auroc=at(0, whole),
+        baseline_auroc=None if base is None else at(1, whole),
+        gain=None if base is None else at(2, whole),
+        gain_p_value=None if base is None or gain.size == 0 else
+        float((1 + np.sum(gain <= 0)) / (1 + gain.size)),
         strata=comparisons,
+        extra={name: at(first_extra + j, whole) for j, name in enumerate(extra)},
     )
 
 
-def _bootstrap_draws(network: RankedScores, base: RankedScores | None, user_index: np.ndarray,
-                     masks: list[np.ndarray], resampling: Resampling) -> np.ndarray:
-    """AUROC per resample [2 + 2 * strata, draws]: network, baseline, then (stratum, rest)."""
+def _task_statistic(network: RankedScores, base: RankedScores | None, user_index: np.ndarray,
+                    masks: list[np.ndarray], extra: dict[str, RowStatistic]) -> UserStatistic:
+    """User counts [draws, users] -> [3 + 3 strata + extras, draws]: network AUROC, baseline
+    AUROC, their difference, then per stratum (AUROC, rest's AUROC, difference), then extras."""
     users_ranked = network.sort(user_index)  # gathers user counts straight into score order
+    base_users = None if base is None else base.sort(user_index)
     ranked_masks = [network.sort(mask.astype(float)) for mask in masks]
-    draws = np.full((2 + 2 * len(masks), resampling.num_bootstrap), np.nan)
-    done = 0
-    for counts in user_bootstrap_counts(user_index.max() + 1, resampling.num_bootstrap,
-                                        len(user_index), resampling.rng):
-        cols = slice(done, done + len(counts))
+
+    def statistic(counts: np.ndarray) -> np.ndarray:
+        values = np.full((3 + 3 * len(masks) + len(extra), len(counts)), np.nan)
         ranked_weights = counts[:, users_ranked]
         whole = network.groups(ranked_weights)
-        draws[0, cols] = whole.auroc()
-        if base is not None:
-            draws[1, cols] = base.groups(counts[:, base.sort(user_index)]).auroc()
+        values[0] = whole.auroc()
+        if base is not None and base_users is not None:
+            values[1] = base.groups(counts[:, base_users]).auroc()
+            values[2] = values[0] - values[1]
         for i, mask in enumerate(ranked_masks):
-            inside = network.groups(ranked_weights * mask)
-            draws[2 + 2 * i, cols], draws[3 + 2 * i, cols] = whole.split(inside)
-        done += len(counts)
-    return draws
+            inside, rest = whole.split(network.groups(ranked_weights * mask))
+            values[3 + 3 * i], values[4 + 3 * i], values[5 + 3 * i] = inside, rest, inside - rest
+        if extra:
+            row_weights = counts[:, user_index]
+            for j, function in enumerate(extra.values()):
+                values[3 + 3 * len(masks) + j] = function(row_weights)
+        return values
+
+    return statistic
 
 
-def _compare_stratum(
-    network: RankedScores,
-    unweighted: Groups,
-    mask: np.ndarray,
-    user_member: np.ndarray | None,
-    users_ranked: np.ndarray,
-    draws: tuple[np.ndarray, np.ndarray],
-    resampling: Resampling,
-) -> StratumComparison:
-    """Observed AUROCs, bootstrap intervals from `draws` (stratum, rest) and, when
-    `user_member` is given, the permutation p-value of the difference."""
-    def split(ranked_membership: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return unweighted.split(network.groups(ranked_membership))
-
-    observed_in, observed_out = split(network.sort(mask.astype(float))[None, :])
-    auroc, rest = _finite(observed_in[0]), _finite(observed_out[0])
-    delta = None if auroc is None or rest is None else auroc - rest
-    p_value = None
-    if user_member is not None and delta is not None:
-        nulls = (
-            np.subtract(*split(members[:, users_ranked]))
-            for members in permuted_memberships(
-                user_member, resampling.num_permutations, len(mask), resampling.rng)
-        )
-        p_value = sequential_p_value(nulls, abs(delta))
-    return StratumComparison(
-        auroc=auroc,
-        auroc_ci=percentile_interval(draws[0], resampling.alpha),
-        rest_auroc=rest,
-        delta=delta,
-        delta_ci=None if delta is None else percentile_interval(draws[0] - draws[1],
-                                                                 resampling.alpha),
-        p_value=p_value,
+def _permutation_p_value(network: RankedScores, unweighted: Groups, user_member: np.ndarray,
+                         users_ranked: np.ndarray, observed: float, num_rows: int,
+                         resampling: Resampling) -> float:
+    """Two-sided permutation p-value of a stratum's AUROC difference to the rest: membership
+    shuffled among users, so each user's weeks stay together."""
+    nulls = (
+        np.subtract(*unweighted.split(network.groups(members[:, users_ranked])))
+        for members in permuted_memberships(
+            user_member, resampling.num_permutations, num_rows, resampling.rng)
     )
+    return sequential_p_value(nulls, observed)
 
 
 def sequential_p_value(null_blocks: Iterable[np.ndarray], observed: float) -> float:
@@ -322,20 +326,25 @@ def auroc_variance(auroc: float, num_pos: int, num_neg: int) -> float:
     return spread / (num_pos * num_neg)
 
 
+def detectable_difference(standard_error: float, alpha: float, power: float) -> float:
+    """Smallest true difference that a two-sided test at `alpha`, on an estimate with this
+    standard error, detects with probability `power`: (z_{1-alpha/2} + z_power) * se."""
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
+
+
 def min_detectable_delta(
     auroc: float, inside: tuple[int, int], outside: tuple[int, int], alpha: float, power: float
-) -> float:
-    """Smallest AUROC difference (stratum vs rest) a two-sided test at `alpha` detects with
-    `power`, both groups at `auroc`; inf when a group lacks positives or negatives.
-
-    Hanley-McNeil counts user-weeks as independent, so on weeks clustered by user this is a
-    lower bound: the true detectable difference is larger still.
-    """
+) -> float | None:
+    """Smallest drop of a stratum's AUROC below the rest's (both at `auroc` under the null) a
+    two-sided test at `alpha` detects with `power`. `inside` and `outside` count (positive,
+    negative) *users*: Hanley-McNeil with a user's weeks counted once, since weeks of one user
+    carry little more than one of them. None when a group lacks a class, or when no AUROC in
+    [0, 1] lies that far below `auroc` (the data could not tell any stratum apart)."""
     if min(*inside, *outside) == 0:
-        return float("inf")
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+        return None
     spread = auroc_variance(auroc, *inside) + auroc_variance(auroc, *outside)
-    return float(z * np.sqrt(spread))
+    delta = detectable_difference(math.sqrt(spread), alpha, power)
+    return delta if delta <= auroc else None
 
 
 def fisher_greater(with_in_losses: int, losses: int, with_in_correct: int, correct: int) -> float:

@@ -385,8 +385,11 @@ def test_analyze_predictions_writes_tables_plots_and_records(tmp_path: Path):
                                  tmp_path / "users.parquet")
     assert result.week_plots_skipped is None and len(result.week_plots) == 8
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.week_plots + result.plots)
-    assert {p.name for p in result.plots} == {"scatter_sleep_apnea.png",
+    assert {p.name for p in result.plots} == {"roc_pr_sleep_apnea.png",
+                                              "calibration_sleep_apnea.png",
+                                              "scatter_sleep_apnea.png",
                                               "forest_sleep_apnea.png"}
+    assert {"calibration", "operating_points"} <= set(result.tables)
     strata = pd.read_parquet(result.tables["strata"])
     assert {"underpowered", "min_detectable_delta", "p_adjusted", "flagged"} <= set(strata)
     top = pd.read_parquet(result.tables["top_predictions"])

@@ -27,42 +27,16 @@ from stethoscope.tasks.analyze.config import AnalysisResult, AnalyzeConfig
 from stethoscope.tasks.analyze.inputs import normalise_predictions, read_predictions
 from stethoscope.tasks.analyze.metadata import with_default_strata
 from stethoscope.tasks.shared.calendar import week_window
+from tests.unit.prediction_tables import minimal_table, per_user
 
 FAST = AnalyzeConfig(num_bootstrap=300, num_permutations=300)
 REQUIRED = ["user_id", "task", "y_true", "y_score"]
-
-
-def minimal_table(num_users: int = 300, rows_per_user: int = 2, seed: int = 0,
-                  tasks: tuple[str, ...] = ("sleep_apnea",)) -> tuple[pd.DataFrame, np.ndarray]:
-    """user_id, task, y_true, y_score only: a decent network (scores = 2 latent + noise); also
-    returns each row's noise draw, for planting a weak value."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for task_name in tasks:
-        n = num_users * rows_per_user
-        latent = rng.normal(size=n)
-        parts.append(pd.DataFrame({
-            "user_id": np.repeat([f"u{i:04d}" for i in range(num_users)], rows_per_user),
-            "task": task_name,
-            "y_true": (latent + rng.normal(size=n) > 0.3).astype("int8"),
-            "latent": latent, "noise": rng.normal(size=n),
-        }))
-    frame = pd.concat(parts, ignore_index=True)
-    noise = frame.pop("noise").to_numpy()
-    latent = frame.pop("latent").to_numpy()
-    frame["y_score"] = 1 / (1 + np.exp(-(2 * latent + 0.5 * noise)))
-    return frame, noise
 
 
 def with_weeks(frame: pd.DataFrame) -> pd.DataFrame:
     """week_start: consecutive Mondays per user and task."""
     week = frame.groupby(["user_id", "task"]).cumcount()
     return frame.assign(week_start=[date(2024, 1, 1) + timedelta(weeks=int(w)) for w in week])
-
-
-def per_user(frame: pd.DataFrame, values: np.ndarray) -> np.ndarray:
-    """A value per user (user u{i} gets values[i]) spread over the user's rows."""
-    return values[frame["user_id"].str[1:].astype(int).to_numpy()]
 
 
 def write(frame: pd.DataFrame, path: Path) -> Path:
@@ -146,7 +120,10 @@ def test_four_columns_only_are_analysed_and_the_missing_baseline_is_said_plainly
     assert status_of(result.findings) == "pass"
     assert result.top_losses and all(r.week_start is None for r in result.top_losses)
     assert "week_start" in result.week_plots_skipped
-    assert {p.name for p in result.plots} == set()  # no baseline scatter, no strata forest
+    # curves and calibration per task; no baseline scatter, no strata forest
+    assert {p.name for p in result.plots} == {
+        f"{kind}_{task}.png" for kind in ("roc_pr", "calibration")
+        for task in ("diabetes", "sleep_apnea")}
     section = json.loads((tmp_path / "out" / "analysis.json").read_text())["predictions"]
     assert PredictionsSection.model_validate(section) == result.predictions_section()
     assert AnalysisResult.model_validate_json(result.model_dump_json()) == result
