@@ -38,7 +38,8 @@ POOL = "stethoscope"  # the work pool of every deployment in prefect.yaml
 DEMO_COHORT = Path("cohorts") / "demo"
 ALERT_FILE = Path("automations") / "audit-failed.yaml"
 ALERT_BLOCK = "stethoscope-audit-alerts"
-REPORT_FILES = {"report.html": "text/html; charset=utf-8", "summary.json": "application/json"}
+REPORT_FILES = {"report.html": "text/html; charset=utf-8", "summary.json": "application/json",
+                "report_gallery.html": "text/html; charset=utf-8"}
 # report.html is self-contained: it needs inline styles and data: images, nothing else.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 

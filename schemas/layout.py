@@ -108,3 +108,8 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def report_gallery(self) -> Path:
+        """Every figure report.html does not embed (all week plots), self-contained like it."""
+        return self.root / "report_gallery.html"

@@ -13,7 +13,12 @@ from prefect import task
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.schemas.outcome import Figure, Reportable, StageOutcome
 from stethoscope.schemas.summary import Summary
-from stethoscope.tasks.report.artifacts import image_uri, key_figures, trend_table, verdict_markdown
+from stethoscope.tasks.report.artifacts import (
+    md_text,
+    plot_artifacts,
+    trend_table,
+    verdict_markdown,
+)
 from stethoscope.tasks.report.config import Trend
 from stethoscope.tasks.report.events import failure_event, model_of
 from stethoscope.tasks.report.history import plot_trend, record_run
@@ -44,12 +49,12 @@ def report_task(run_dir: Path, config: dict[str, Any], started_at: datetime,
 
 def publish(summary: Summary, run: RunPaths, outcomes: list[StageOutcome] | None = None,
             trend: Trend | None = None, model: str | None = None) -> None:
-    """Prefect artifacts of the run — the verdict table (new findings marked), links to
-    report.html and summary.json, the trend table, the key plots as images — and, when the run
-    failed, the event `stethoscope.audit.failed`. The per-layer and per-stratum tables are
-    published by the audit and analysis stages."""
+    """Prefect artifacts of the run — the verdict (new findings marked), links to report.html
+    and summary.json, the trend table, the key plots as markdown that embeds them (one
+    artifact per task for the predictions of several) — and, when the run failed, the event
+    `stethoscope.audit.failed`. The per-layer and per-stratum tables are published by the
+    audit and analysis stages."""
     from prefect.artifacts import (
-        create_image_artifact,
         create_link_artifact,
         create_markdown_artifact,
         create_table_artifact,
@@ -57,19 +62,21 @@ def publish(summary: Summary, run: RunPaths, outcomes: list[StageOutcome] | None
     from prefect.events import emit_event
     from prefect.runtime import flow_run
 
-    create_markdown_artifact(key="verdict", markdown=verdict_markdown(summary, trend),
-                             description=f"stethoscope run {summary.run_id}: {summary.status}")
-    create_link_artifact(key="report", link=report_link(run.report),
-                         link_text=f"report.html of {summary.run_id}",
-                         description=f"The human report: {run.report.resolve()}")
+    report_url = report_link(run.report)
+    run_id = md_text(summary.run_id)  # descriptions render as markdown too
+    create_markdown_artifact(key="verdict", markdown=verdict_markdown(summary, trend, report_url),
+                             description=f"stethoscope run {run_id}: {summary.status}")
+    create_link_artifact(key="report", link=report_url, link_text=f"report.html of {run_id}",
+                         description=f"The human report: {md_text(str(run.report.resolve()))}")
     create_link_artifact(key="summary", link=report_link(run.summary),
-                         link_text=f"summary.json of {summary.run_id}",
-                         description=f"The machine contract: {run.summary.resolve()}")
+                         link_text=f"summary.json of {run_id}",
+                         description=f"The machine contract: {md_text(str(run.summary.resolve()))}")
     if trend is not None and trend.previous:
         create_table_artifact(key="history", table=trend_table(trend),
                               description="This run (last row) against earlier runs of the flow")
-    for figure in key_figures(outcomes or []):
-        create_image_artifact(image_url=image_uri(figure), key=f"plot-{figure.section}",
-                              description=f"{figure.title}. {figure.caption}".strip())
+    tasks = [t.task for t in summary.predictions.tasks]
+    for plot in plot_artifacts(outcomes or [], tasks, report_url):
+        create_markdown_artifact(key=plot.key, markdown=plot.markdown,
+                                 description=md_text(plot.description))
     if summary.status == "fail":
         emit_event(**failure_event(summary, run, model, str(flow_run.id or "")))

@@ -55,11 +55,15 @@ class TrainResult(BaseModel):
     history_plot: Path | None = None  # loss per epoch (train/plots.py)
 
     def outcome(self) -> StageOutcome:
+        best = "n/a" if self.best_loss is None else f"{self.best_loss:.4g}"
         notes = [f"trained {', '.join(self.tasks)} ({self.mode}) for {self.epochs_completed} "
-                 f"epochs; best {self.monitor} {self.best_loss}"
+                 f"epochs; best {self.monitor} {best}"
                  + (f"; resumed from epoch {self.resumed_from_epoch}"
                     if self.resumed_from_epoch else "")]
-        figures = ([Figure("training", "Loss per epoch", self.history_plot)]
+        caption = ("train and validation loss; pre-training (synthetic targets) ends at the "
+                   "dashed line" if self.mode == "pretrain_finetune" else
+                   "train and validation loss")
+        figures = ([Figure("training", "Loss per epoch", self.history_plot, caption)]
                    if self.history_plot is not None else [])
         return StageOutcome(stage="training", notes=notes, figures=figures)
 

@@ -101,9 +101,145 @@ def test_data_strings_with_html_come_out_escaped(tmp_path: Path) -> None:
     elements.feed(html)
     assert "script" not in elements.tags
     assert not [name for name, _ in elements.attributes if name.startswith("on")]
-    # self-contained: the figure is embedded, nothing is fetched from elsewhere
-    sources = [value for name, value in elements.attributes if name in {"src", "href"}]
+    # self-contained: the figure is embedded, nothing is fetched from elsewhere; links stay
+    # inside the page or go to files beside it
+    sources = [value for name, value in elements.attributes if name == "src"]
     assert sources and all(v.startswith("data:image/png;base64,") for v in sources)
+    links = [value or "" for name, value in elements.attributes if name == "href"]
+    assert links and all(v.startswith("#") or not re.match(r"^[a-z]+:|/", v) for v in links)
+
+
+def _png(path: Path, size: int = len(PNG)) -> Path:
+    """A PNG file of about `size` bytes (the 1x1 image, padded)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(PNG + b"\0" * max(0, size - len(PNG)))
+    return path
+
+
+def _week_plots(directory: Path, tasks: list[str], per_kind: int, size: int) -> list[Figure]:
+    """Week plots as analyze names them: `<task>_<kind>_<rank>.png`."""
+    return [Figure("predictions", f"{task} {kind} {rank:02d}",
+                   _png(directory / f"{task}_{kind}_{rank:02d}.png", size), f"week of {task}")
+            for task in tasks for kind in ("FP", "FN", "TP", "TN")
+            for rank in range(1, per_kind + 1)]
+
+
+def test_a_report_with_many_week_plots_stays_small_and_links_a_gallery_of_all(
+        tmp_path: Path) -> None:
+    run = RunPaths(tmp_path / "run")
+    weeks = _week_plots(run.analysis / "plots" / "weeks", ["diabetes", "sleep_apnea"], 13, 60_000)
+    assert len(weeks) == 104
+    weeks.append(Figure("predictions", f"diabetes FN 99 {EVIL}", _png(
+        run.analysis / "plots" / "weeks" / "diabetes_FN_99.png", 60_000), EVIL_DEVICE))
+    forest = Figure("predictions", "forest diabetes",
+                    _png(run.analysis / "plots" / "forest_diabetes.png", 50_000))
+    profile = Figure("gradients", "profile", _png(run.audits / "gradients" / "profile.png", 70_000))
+    outcomes = [StageOutcome(stage="gradients", figures=[profile]),
+                StageOutcome(stage="predictions", figures=[forest, *weeks])]
+    html = report_html.render_report(summary(findings=(DEAD,)), outcomes, run.report).read_text()
+
+    assert len(html.encode()) < 2_000_000  # was 105 embedded week plots: 8.4 MB
+    embedded = html.count("data:image/png;base64,")
+    assert embedded == 2 + 2 * 4  # profile, forest, two week plots of each kind
+    # the verdict first, then the contents, then the sections (open where a warning is)
+    assert html.index('id="verdict"') < html.index('id="contents"') < html.index("<details class=")
+    assert '<details class="section" id="activations" open>' in html  # DEAD_UNITS
+    assert '<details class="section" id="gradients">' in html
+    assert '<a href="report_gallery.html">all 105 in the gallery</a>' in html
+    # the gallery beside the report: every week plot, data strings escaped
+    gallery = run.report_gallery.read_text()
+    assert gallery.count("data:image/png;base64,") == 105
+    assert EVIL not in gallery and EVIL_DEVICE not in gallery and "&lt;script&gt;" in gallery
+    elements = _Elements()
+    elements.feed(gallery)
+    assert "script" not in elements.tags
+    assert 'href="report.html"' in gallery
+    # a report re-rendered without week plots removes its stale gallery
+    report_html.render_report(summary(), outcomes[:1], run.report)
+    assert not run.report_gallery.exists()
+
+
+def test_a_figure_that_is_no_file_is_left_out(tmp_path: Path) -> None:
+    outcomes = [StageOutcome(stage="predictions", figures=[
+        Figure("predictions", "no path", Path("")), Figure("predictions", "a dir", tmp_path),
+        Figure("predictions", "gone", tmp_path / "gone.png")])]
+    html = report_html.render_report(summary(), outcomes, tmp_path / "report.html").read_text()
+    assert "data:image/png" not in html and not (tmp_path / "report_gallery.html").exists()
+    assert report_artifacts.plot_artifacts(outcomes, ["diabetes"]) == []
+
+
+def test_the_byte_budget_leaves_figures_to_the_gallery(tmp_path: Path) -> None:
+    run = RunPaths(tmp_path / "run")
+    heatmaps = [Figure("activations", f"heatmap {i}", _png(run.audits / f"heatmap_{i}.png", 300_000))
+                for i in range(10)]
+    html = report_html.render_report(summary(), [StageOutcome(stage="activations",
+                                                              figures=heatmaps)],
+                                     run.report).read_text()
+    assert len(html.encode()) < 2_000_000
+    embedded = html.count("data:image/png;base64,")
+    assert 0 < embedded < 10
+    assert f"{10 - embedded} figure(s) are left out of this page" in html
+    assert run.report_gallery.read_text().count("data:image/png;base64,") == 10 - embedded
+
+    # the more text (here 2,000 strata), the fewer figures: still under 2 MB
+    wordy = summary()
+    stratum = wordy.predictions.strata[0]
+    wordy = wordy.model_copy(update={"predictions": wordy.predictions.model_copy(update={
+        "strata": [stratum.model_copy(update={"value": f"v{i}"}) for i in range(2000)]})})
+    html = report_html.render_report(wordy, [StageOutcome(stage="activations", figures=heatmaps)],
+                                     run.report).read_text()
+    assert 1_000_000 < len(html.encode()) < 2_000_000
+    assert 0 < html.count("data:image/png;base64,") < embedded
+
+
+def test_the_report_links_what_it_summarises(tmp_path: Path) -> None:
+    run = RunPaths(tmp_path / "my run")
+    (run.data_docs / "index.html").parent.mkdir(parents=True)
+    (run.data_docs / "index.html").write_text("docs")
+    run.validation_report.write_text("{}")
+    for phase in ("pretrain", "finetune"):
+        for split in ("train", "validation"):
+            (run.model_dir / "tensorboard" / phase / split).mkdir(parents=True)
+            (run.model_dir / "tensorboard" / phase / split / "events.out.tfevents.1.v2").touch()
+    (run.audits / "gradients").mkdir(parents=True)
+    (run.audits / "gradients" / "profile.parquet").touch()
+    run.analysis.mkdir()
+    (run.analysis / "strata.parquet").touch()
+    html = report_html.render_report(summary(), [], run.report).read_text()
+
+    assert '<a href="validation/data_docs/index.html">great-expectations Data Docs</a>' in html
+    assert '<a href="validation/report.json">report.json</a>' in html
+    logdir = (run.model_dir / "tensorboard").resolve()
+    assert f"<code>tensorboard --logdir &#39;{logdir}&#39;</code>" in html
+    gradients = html.split('id="gradients"')[1].split("</details>")[0]
+    assert '<a href="audits/gradients/profile.parquet">profile.parquet</a>' in gradients
+    assert '<a href="analysis/strata.parquet">strata.parquet</a>' in html
+
+
+def test_one_plot_artifact_per_task_without_week_plots(tmp_path: Path) -> None:
+    tasks = ["diabetes", "sleep_apnea", "apnea"]
+    figures = [Figure("predictions", f"{kind} {task}".replace("_", " "),
+                      _png(tmp_path / f"{kind}_{task}.png"), f"caption {EVIL}")
+               for task in tasks for kind in ("scatter", "roc", "forest")]
+    figures += _week_plots(tmp_path / "weeks", tasks, 2, 100)
+    figures.append(Figure("training", f"loss {EVIL}", _png(tmp_path / "history.png")))
+    plots = report_artifacts.plot_artifacts(
+        [StageOutcome(stage="predictions", figures=figures)], tasks, "http://r/report.html")
+
+    assert [p.key for p in plots] == ["plot-training", "plot-predictions-diabetes",
+                                      "plot-predictions-sleep-apnea", "plot-predictions-apnea"]
+    by_key = {p.key: p for p in plots}
+    apnea = by_key["plot-predictions-apnea"]
+    assert apnea.markdown.count("](data:image/png;base64,") == 3  # forest, scatter, roc
+    assert apnea.description.startswith("forest apnea") and "sleep" not in apnea.description
+    assert "weeks" not in apnea.markdown and "FN" not in apnea.markdown
+    assert apnea.markdown.rstrip().endswith("[Open the full report](http://r/report.html)")
+    for plot in plots:
+        assert EVIL not in plot.markdown and "&lt;script&gt;alert\\(" in plot.markdown
+    # one task: the key stays plot-predictions
+    one = report_artifacts.plot_artifacts(
+        [StageOutcome(stage="predictions", figures=figures[:3])], tasks[:1])
+    assert [p.key for p in one] == ["plot-predictions"]
 
 
 def test_history_appends_one_row_per_run_and_marks_what_is_new(tmp_path: Path) -> None:
@@ -134,7 +270,7 @@ def test_history_appends_one_row_per_run_and_marks_what_is_new(tmp_path: Path) -
     html = report_html.render_report(second, [], run.report, trend).read_text()
     trend_section = html.split("<h2>Trend</h2>")[1].split("<h2>")[0]
     assert "r1" in trend_section and "(this run)" in trend_section and "25% conv_1" in trend_section
-    verdict = html.split("<h2>Verdict</h2>")[1].split("<h2>")[0]
+    verdict = html.split('<section id="verdict">')[1].split("</section>")[0]
     assert re.search(r"DEAD_UNITS</code> <span class=\"new\">new</span>", verdict)
 
 
@@ -229,10 +365,13 @@ def test_a_passing_run_emits_no_event_and_publishes_its_artifacts(
     assert not [e for e in events() if e.event == report_events.FAILED_EVENT]
     kinds = {kw.get("key"): kind for kind, kw in artifacts}
     assert kinds == {"verdict": "markdown", "report": "link", "summary": "link", "history": "table",
-                     "plot-gradients": "image", "plot-predictions": "image"}
-    images = {kw["key"]: kw for kind, kw in artifacts if kind == "image"}
-    assert images["plot-predictions"]["description"].startswith("forest diabetes")
-    assert all(kw["image_url"].startswith("data:image/png;base64,") for kw in images.values())
+                     "plot-gradients": "markdown", "plot-predictions": "markdown"}
+    # plots are markdown that embeds them: no "Image URL" printing the data URI in the UI
+    plots = {kw["key"]: kw for kind, kw in artifacts if kw["key"].startswith("plot-")}
+    assert plots["plot-predictions"]["description"].startswith("forest diabetes")
+    assert all("](data:image/png;base64," in kw["markdown"] for kw in plots.values())
+    assert plots["plot-gradients"]["markdown"].count("data:image") == 1  # "huge" is left out
+    assert f"[Open the full report]({run.report.resolve().as_uri()})" in plots["plot-gradients"]["markdown"]
     links = {kw["key"]: kw["link"] for kind, kw in artifacts if kind == "link"}
     assert links["report"] == run.report.resolve().as_uri()
     history = next(kw["table"] for kind, kw in artifacts if kind == "table")
@@ -249,17 +388,25 @@ def test_verdict_markdown_escapes_data_and_marks_new_findings(tmp_path: Path, ar
     report_stage.publish(current, RunPaths(runs / "r2"), [], trend, None)
     markdown = next(kw["markdown"] for kind, kw in artifacts if kind == "markdown")
     assert EVIL_DEVICE not in markdown and "&lt;img src=x" in markdown and "\\| x" in markdown
-    assert "| `UNKNOWN_DEVICES` |" in markdown and markdown.rstrip().endswith("| **new** |")
-    assert "Compared with the previous run `r1`" in markdown
+    # a list, not a table: the Prefect UI does not wrap table cells
+    assert "\n- WARNING `UNKNOWN_DEVICES` in validate **new**\n  - devices not in" in markdown
+    assert "Compared with the previous run `r1` (pass): 1 new." in markdown
+    assert "|---|" not in markdown
 
 
-def test_a_first_run_has_no_new_column(tmp_path: Path, artifacts: list, events) -> None:
-    current = summary("r1", findings=(DEAD,))
+def test_a_first_run_marks_nothing_new(tmp_path: Path, artifacts: list, events) -> None:
+    info = Finding(stage="analyze", severity="info", code="UNDERPOWERED_STRATUM",
+                   message="3 strata too small", recommendation="collect more")
+    current = summary("r1", findings=(DEAD, info))
     trend = record_run(current, tmp_path, flow="f")
     report_stage.publish(current, RunPaths(tmp_path / "r1"), [], trend, None)
     markdown = next(kw["markdown"] for kind, kw in artifacts if kind == "markdown")
-    assert "| severity | stage | code | finding | recommendation |\n" in markdown
-    assert "new" not in markdown.lower().split("recommendation |")[1].split("\n")[0]
+    assert markdown.startswith("## stethoscope run `r1`: **FAIL**\n\n"
+                               "1 error(s), 0 warning(s), 1 informational.\n")
+    assert "- ERROR `DEAD_UNITS` in activations\n  - conv\\_1 1/4 units dead" in markdown
+    assert "  - Recommendation: leaky\\_relu\n" in markdown
+    assert "Informational:\n\n- `UNDERPOWERED_STRATUM` in analyze: 3 strata too small" in markdown
+    assert "new" not in markdown.lower() and "Compared with" not in markdown
     assert "history" not in {kw.get("key") for _, kw in artifacts}
 
 

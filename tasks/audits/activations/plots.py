@@ -58,16 +58,38 @@ def plot_heatmaps(
 
 
 def plot_dead_history(rows: Sequence[dict]) -> Figure:
-    """Share of dead units per layer per epoch (DeadUnitMonitor rows): when units died."""
+    """Share of dead units per layer per epoch (DeadUnitMonitor rows) as a heatmap, layers x
+    epochs, every cell labelled while there are few: when units died, and in which layer.
+    A layer absent at an epoch (a head of a later phase) is a grey cell."""
     table = pd.DataFrame(rows)
-    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    share = table.pivot_table(index="layer", columns="epoch", values="dead_fraction",
+                              aggfunc="last", sort=False)
+    share = share.reindex(columns=sorted(share.columns))
+    units = table.groupby("layer", sort=False)["units"].last()
+    num_layers, num_epochs = share.shape
+    fig = Figure(figsize=(min(12.0, 2.5 + 0.5 * num_epochs), 1.2 + 0.3 * num_layers),
+                 layout="constrained")
     ax = fig.add_subplot()
-    for layer, part in table.groupby("layer", sort=False):
-        ax.plot(part["epoch"], part["dead_fraction"], marker="o", label=layer)
+    ax.set_facecolor("0.85")  # masked cells: the layer did not exist at that epoch
+    values = np.ma.masked_invalid(share.to_numpy(dtype=float))
+    image = ax.imshow(values, aspect="auto", cmap="Reds", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+    if num_layers * num_epochs <= 600:
+        for (i, j), value in np.ndenumerate(share.to_numpy(dtype=float)):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.0%}" if value else "0", ha="center", va="center",
+                        fontsize=7, color="white" if value > 0.6 else "0.25" if value else "0.6")
+    ax.set_yticks(range(num_layers), [f"{layer} ({units[layer]})" for layer in share.index],
+                  fontsize=8)
+    step = max(1, num_epochs // 25)
+    ax.set_xticks(range(0, num_epochs, step), [str(e) for e in share.columns[::step]], fontsize=8)
     ax.set_xlabel("epoch (0 = before training)")
-    ax.set_ylabel("share of dead units")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    worst = table.loc[table["dead_fraction"].idxmax()] if len(table) else None
+    ax.set_title("no dead units in any layer at any epoch"
+                 if worst is None or worst["dead_fraction"] == 0 else
+                 f"share of dead units per layer (units); largest {worst['dead_fraction']:.0%} "
+                 f"in {worst['layer']} at epoch {worst['epoch']}", fontsize=10)
+    fig.colorbar(image, ax=ax, label="share dead", fraction=0.04, pad=0.01)
     return fig
 
 

@@ -67,7 +67,8 @@ def gradients_task(
     out_dir = Path(out_dir)
     profile_file = write_parquet_atomic(profile_table(audit.profile, channels),
                                         out_dir / PROFILE_FILE)
-    save_png(plot_gradient_profile(audit, channels), out_dir / PLOT_FILE)
+    save_png(plot_gradient_profile(audit, channels, config.required_context_hours),
+             out_dir / PLOT_FILE)
     norms_file = write_parquet_atomic(
         pa.Table.from_pandas(audit.weight_gradients, schema=WEIGHT_GRADIENTS_SCHEMA,
                              preserve_index=False), out_dir / WEIGHT_GRADIENTS_FILE)
