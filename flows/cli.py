@@ -56,7 +56,7 @@ def _validate(args: argparse.Namespace) -> int:
     from stethoscope.tasks.validate.gate import validate_cohort
 
     data = _cohort(args.data)
-    out = _run_dir(args.out)
+    out = _run_dir(args.out, data)
     config = ValidateConfig(
         max_quarantine_share=args.max_quarantine_share,
         great_expectations=not args.no_great_expectations,
@@ -67,30 +67,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _load_config(path: str | None, cli_keys: tuple[str, ...] = ()) -> dict:
-    """A run config file (YAML or JSON) with stage sections; a key the command line sets itself
-    (`cli_keys`, e.g. data_dir) is an error rather than silently overridden."""
-    if not path:
-        return {}
-    import yaml
+    """A run config file (YAML or JSON) with stage sections; {} without one."""
+    from stethoscope.flows.config_file import read_config
 
-    from stethoscope.schemas.errors import UsageError
-
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config {path}: not readable as YAML or JSON ({exc}). Fix the file; "
-                         "its top level maps stage names (labels, train, ...) to settings") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of stage sections, found "
-                         f"{type(data).__name__}")
-    clashes = sorted(set(data) & set(cli_keys))
-    if clashes:
-        raise UsageError(f"--config {path}: {', '.join(clashes)} come from the command line "
-                         "(--data, --out); remove them from the file")
-    return data
+    return read_config(path, cli_keys) if path else {}
 
 
 def _cohort(path: str) -> Path:
@@ -109,8 +89,9 @@ def _existing_file(path: str, flag: str, what: str) -> Path:
     return file
 
 
-def _run_dir(path: str) -> Path:
-    """--out: a run directory; its parent is the runs directory, its name the run id."""
+def _run_dir(path: str, cohort: Path | None = None) -> Path:
+    """--out: a run directory; its parent is the runs directory, its name the run id. Never
+    inside `cohort` (--data): the run's clean logs would be read back as cohort data."""
     from stethoscope.schemas.errors import UsageError
 
     out = Path(path)
@@ -119,6 +100,10 @@ def _run_dir(path: str) -> Path:
     blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise UsageError(f"--out {path}: {blocked} is a file, so no directory can be made under it")
+    if cohort is not None and out.resolve().is_relative_to(cohort.resolve()):
+        raise UsageError(f"--out {path}: is inside the cohort directory {cohort} (--data), where "
+                         "the run's output would be read back as cohort data; give a run "
+                         "directory outside the cohort, e.g. runs/<run id>")
     return out
 
 
@@ -131,7 +116,7 @@ def _finish(outcome: RunOutcome) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     data = _cohort(args.data)
-    out = _run_dir(args.out)
+    out = _run_dir(args.out, data)
     config = _load_config(args.config, ("data_dir", "runs_dir", "run_id"))
     from stethoscope.flows.parameters import AuditParameters
 
@@ -148,8 +133,27 @@ def _demo(args: argparse.Namespace) -> int:
     return _finish(run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed))
 
 
+def _predictions_table(path: str) -> Path:
+    """--predictions: a readable Parquet file with rows (its footer says; nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    from stethoscope.schemas.errors import DataContractError, Problem, UsageError
+
+    file = _existing_file(path, "--predictions", "predictions table")
+    try:
+        rows = pq.ParquetFile(file).metadata.num_rows
+    except Exception as exc:  # Arrow reports a damaged or foreign file in many ways
+        raise UsageError(f"--predictions {path}: not a readable Parquet file ({exc}); write the "
+                         "table with pandas.DataFrame.to_parquet or pyarrow") from None
+    if rows == 0:
+        raise DataContractError(f"analyze: {path} has no rows, so there is nothing to analyse.", [
+            Problem(rule="no_rows", file=str(file), message="the predictions table is empty.",
+                    fix="check the export that wrote it: one row per user-week and task")])
+    return file
+
+
 def _analyze(args: argparse.Namespace) -> int:
-    predictions = _existing_file(args.predictions, "--predictions", "predictions table")
+    predictions = _predictions_table(args.predictions)
     out = _run_dir(args.out)
     data = _cohort(args.data) if args.data else None
     settings = _load_config(args.config)
@@ -167,13 +171,20 @@ def _analyze(args: argparse.Namespace) -> int:
 def _audit_model(args: argparse.Namespace) -> int:
     model = _existing_file(args.model, "--model", "model file")
     data = _cohort(args.data)
-    out = _run_dir(args.out)
+    out = _run_dir(args.out, data)
     config = _load_config(args.config, ("model_file", "data_dir", "runs_dir", "run_id"))
-    from stethoscope.flows.audit_model import AuditModelParameters, audit_model_flow
+    overrides = {key: value for key, value in (("output_layer", args.output_layer),
+                                               ("task_index", args.output_index))
+                 if value is not None}
+    if overrides:
+        config["gradients"] = {**config.get("gradients", {}), **overrides}
+    from stethoscope.flows.parameters import AuditModelParameters
 
     params = AuditModelParameters.model_validate(
         {**config, "model_file": str(model), "data_dir": str(data), "runs_dir": str(out.parent),
          "run_id": out.name})
+    from stethoscope.flows.audit_model import audit_model_flow
+
     return _finish(audit_model_flow(params))
 
 
@@ -243,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the activation and gradient audits on a saved Keras model (safe mode) against a "
         "cohort: validate, labels and sequences of the cohort, then the audits and the report."))
     p.add_argument("--model", required=True, help="a .keras file (e.g. <run>/model/model.keras)")
+    p.add_argument("--output-layer", default=None, metavar="NAME",
+                   help="the per-step layer the gradient audit differentiates (default: found: "
+                   "raw_output, else the last layer whose output keeps a time axis; nested: "
+                   "outer/inner)")
+    p.add_argument("--output-index", type=int, default=None, metavar="K",
+                   help="which unit of that layer's output (default 0)")
     p.add_argument("--data", required=True, help="cohort directory")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections")

@@ -31,7 +31,9 @@ def set_defaults(runs_dir: Path | None = None) -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
     if runs_dir is not None and "PREFECT_HOME" not in os.environ:
-        os.environ["PREFECT_HOME"] = str(Path(runs_dir).resolve() / ".prefect")
+        home = Path(runs_dir).resolve() / ".prefect"
+        home.mkdir(parents=True, exist_ok=True)  # Prefect does not create its parents
+        os.environ["PREFECT_HOME"] = str(home)
 
 
 class _RunFormatter(logging.Formatter):

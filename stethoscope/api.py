@@ -134,24 +134,13 @@ def _run_dir(path: str | Path) -> Path:
 
 
 def _config(config: ConfigLike) -> dict[str, Any]:
-    from stethoscope.schemas.errors import UsageError
-
     if config is None:
         return {}
     if isinstance(config, Mapping):
         return dict(config)
-    import yaml
+    from stethoscope.flows.config_file import read_config
 
-    file = Path(config)
-    if not file.is_file():
-        raise UsageError(f"config {file}: no such file")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config {file}: not readable as YAML or JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"config {file}: expected a mapping of stage sections")
-    return data
+    return read_config(config, label="config")
 
 
 def _model_file(model: keras.Model | str | Path, out: Path) -> Path:

@@ -1,11 +1,18 @@
-"""File-level checks of the validation stage: can a file be read, does it meet the schema.
+"""File-level checks of the validation stage: is a file the cohort's own, can it be read, does it
+meet the schema.
 
-A file that fails here is set aside whole (copied to the run's rejected_files/) with problems
-that name the file, the column, the rule and the fix; the rest of the cohort goes on.
+A file that fails here is set aside whole (copied to the run's rejected_files/, keeping its
+permissions) with problems that name the file, the column, the rule and the fix; the rest of the
+cohort goes on. A file that resolves outside the cohort directory (a symbolic link, or a file
+under a linked directory) is refused by name and never read nor copied: the cohort is what the
+run may read, and a link must not carry, say, another user's secret into a run directory that
+others can read.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +51,40 @@ class FileCheck:
     extra_columns: list[str] = field(default_factory=list)
     canonical: bool = False  # column names and types already exactly SENSOR_LOGS
     user_range: tuple[str, str] | None = None  # min/max user_id from Parquet statistics
+    outside_cohort: bool = False  # refused unread: never copied into the run
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def resolves_outside(path: Path, cohort_root: Path) -> bool:
+    """True when `path`, symbolic links followed, is not inside `cohort_root`."""
+    resolved = Path(path).resolve()
+    root = Path(cohort_root).resolve()
+    return not (resolved == root or resolved.is_relative_to(root))
+
+
+def refuse_outside(path: Path, relative_name: str) -> FileCheck:
+    """The check of a file that resolves outside the cohort: refused by name, not read. The
+    target is not named either: where a link points is not the run's business."""
+    return FileCheck(path, relative_name, None, [Problem(
+        rule="outside_cohort", file=relative_name,
+        message="is a symbolic link (or lies under one) that resolves outside the cohort "
+                "directory; it was not read and not copied.",
+        fix="copy the file into the cohort's sensor_logs/ instead of linking to it, or remove "
+            "the link")], outside_cohort=True)
+
+
+def copy_keeping_mode(source: Path, target: Path) -> None:
+    """Copy `source` to a new file `target` with the source's permission bits (never wider:
+    the copy is created owner-only and opened up to the source's bits once complete)."""
+    mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as inp:
+        while chunk := inp.read(1 << 20):
+            out.write(chunk)
+    os.chmod(target, mode)
 
 
 def _is_string(t: pa.DataType) -> bool:

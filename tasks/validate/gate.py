@@ -33,13 +33,19 @@ import pyarrow.compute as pc
 
 from stethoscope.schemas.atomic import write_json_atomic
 from stethoscope.schemas.devices import DEVICE_CATALOG
-from stethoscope.schemas.errors import DataContractError, Problem
+from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.schemas.tables import SENSOR_LOGS
 from stethoscope.tasks.shared.io import list_parquet_files
 from stethoscope.tasks.shared.progress import track
 from stethoscope.tasks.validate.config import ValidateConfig, ValidationResult
-from stethoscope.tasks.validate.files import FileCheck, check_file
+from stethoscope.tasks.validate.files import (
+    FileCheck,
+    check_file,
+    copy_keeping_mode,
+    refuse_outside,
+    resolves_outside,
+)
 from stethoscope.tasks.validate.findings import validation_findings
 from stethoscope.tasks.validate.gx import GxSession
 from stethoscope.tasks.validate.rules import RULES, RowLimits
@@ -51,15 +57,16 @@ log = logging.getLogger("stethoscope.validate")
 
 def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) -> ValidationResult:
     """Validate `cohort` into `run.validation`; raise DataContractError when unusable."""
+    _refuse_run_inside(cohort, run)
     users = load_users(cohort.users)
-    conditions = check_labels(cohort.labels)
+    conditions = check_labels(cohort.labels, users["user_id"])
     files = _sensor_files(cohort)
     # Write a hidden sibling run directory, move its validation/ into place when complete.
     staged = RunPaths(run.root.parent / f".{run.root.name}.validate-partial")
     shutil.rmtree(staged.root, ignore_errors=True)
     now = config.now or datetime.now(UTC)
 
-    checks = [check_file(p, str(p.relative_to(cohort.sensor_logs))) for p in files]
+    checks = [_check(p, cohort) for p in files]
     rejected = [c for c in checks if not c.ok]
     accepted = [c for c in checks if c.ok]
     _set_aside(rejected, staged)
@@ -94,8 +101,32 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
     return replace(result, findings=validation_findings(result))
 
 
+def _refuse_run_inside(cohort: CohortPaths, run: RunPaths) -> None:
+    """A run directory inside the cohort would be read back as cohort data by the next run."""
+    if not resolves_outside(run.root, cohort.root):
+        raise UsageError(
+            f"the run directory {run.root} is inside the cohort directory {cohort.root}: its "
+            "clean logs would be read back as the cohort's own data. Write the run outside the "
+            "cohort (e.g. runs/<run id>)")
+
+
+def _check(path: Path, cohort: CohortPaths) -> FileCheck:
+    """The file checks of one sensor-log file, or its refusal when it resolves outside the
+    cohort (then it is not even opened)."""
+    name = str(path.relative_to(cohort.sensor_logs))
+    return refuse_outside(path, name) if resolves_outside(path, cohort.root) else check_file(path, name)
+
+
 def _sensor_files(cohort: CohortPaths) -> list[Path]:
+    """Every sensor-log file, and every symbolic link leading out of the cohort (to a directory,
+    or to nothing), so that each is refused by name rather than skipped in silence."""
     files = list_parquet_files(cohort.sensor_logs) if cohort.sensor_logs.exists() else []
+    if cohort.sensor_logs.is_dir():
+        listed = set(files)
+        files = sorted(files + [
+            p for p in cohort.sensor_logs.rglob("*")
+            if p.is_symlink() and p not in listed and resolves_outside(p, cohort.root)
+            and not any(part.startswith((".", "_")) for part in p.relative_to(cohort.sensor_logs).parts)])
     if not files:
         raise DataContractError(f"{cohort.sensor_logs}: no sensor logs", [Problem(
             rule="missing_file", file=str(cohort.sensor_logs), message="no files found.",
@@ -104,12 +135,20 @@ def _sensor_files(cohort: CohortPaths) -> list[Path]:
 
 
 def _set_aside(rejected: list[FileCheck], staged: RunPaths) -> None:
-    """Copy each file that failed its file checks to rejected_files/, as it was."""
+    """Copy each file that failed its file checks to rejected_files/, as it was, with its own
+    permissions; a file from outside the cohort is named, never copied."""
     for c in rejected:
+        log.warning("%s %s: %s", "refused" if c.outside_cohort else "set aside", c.name,
+                    "; ".join(p.render() for p in c.problems))
+        if c.outside_cohort:
+            continue
         target = staged.rejected_files / c.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(c.path, target)
-        log.warning("set aside %s: %s", c.name, "; ".join(p.render() for p in c.problems))
+        try:
+            copy_keeping_mode(c.path, target)
+        except OSError as exc:  # e.g. not readable by us: named in the report, not copied
+            target.unlink(missing_ok=True)
+            log.warning("could not copy %s to %s: %s", c.name, staged.rejected_files.name, exc)
 
 
 def _check_units(accepted: list[FileCheck], users: pd.DataFrame, staged: RunPaths,
@@ -137,7 +176,8 @@ def _check_units(accepted: list[FileCheck], users: pd.DataFrame, staged: RunPath
 
 
 def _warnings(rejected: list[FileCheck], accepted: list[FileCheck], tally: UnitTally) -> list[str]:
-    warnings = [f"{c.name} set aside: {c.problems[0].message}" for c in rejected]
+    warnings = [f"{c.name} {'refused' if c.outside_cohort else 'set aside'}: {c.problems[0].message}"
+                for c in rejected]
     warnings += [f"{c.name} is empty" for c in accepted if c.num_rows == 0]
     warnings += [f"{c.name}: extra columns ignored: {', '.join(c.extra_columns)}"
                  for c in accepted if c.extra_columns]

@@ -19,19 +19,22 @@ import pyarrow.compute as pc
 RULES: dict[int, tuple[str, str, str]] = {
     1: ("missing_value", "user_id, timestamp and device are never null",
         "drop or repair the rows at the source; a sample without user, time or device cannot be placed"),
-    2: ("timestamp_out_of_range", "timestamp not before `earliest` and not in the future",
+    2: ("empty_user_id", "user_id is not empty or blank",
+        "write each row's user id at the source; an empty id names no user"),
+    3: ("timestamp_out_of_range", "timestamp not before `earliest` and not in the future",
         "check the device clock / the export's timezone conversion"),
-    3: ("unknown_user", "every user_id is in users.parquet",
+    4: ("unknown_user", "every user_id is in users.parquet",
         "add the user to users.parquet (age, sex, timezone) or remove their rows"),
-    4: ("heart_rate_out_of_range", "heart_rate within [heart_rate_min, heart_rate_max] bpm, or null",
+    5: ("heart_rate_out_of_range", "heart_rate within [heart_rate_min, heart_rate_max] bpm, or null",
         "write null for 'not measured'; values outside the range are sensor errors"),
-    5: ("steps_negative", "steps >= 0, or null", "write null for 'not measured'"),
-    6: ("duplicate_timestamp", "(user_id, timestamp) unique; the first clean occurrence is kept",
+    6: ("steps_negative", "steps >= 0, or null", "write null for 'not measured'"),
+    7: ("duplicate_timestamp", "(user_id, timestamp) unique; the first clean occurrence is kept",
         "deduplicate the export; repeated rows usually come from overlapping export windows"),
-    7: ("steps_implausible", "steps <= max_steps_per_minute x the interval until the user's next steps sample",
+    8: ("steps_implausible", "steps <= max_steps_per_minute x the interval until the user's next steps sample",
         "check the export's step aggregation interval"),
 }
 RULE_NAMES: dict[int, str] = {code: spec[0] for code, spec in RULES.items()}
+NUM_CODES = len(RULES) + 1  # codes 0 (clean) .. len(RULES)
 
 _US_PER_MINUTE = 60_000_000
 
@@ -150,23 +153,28 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
     if table["user_id"].null_count or table["timestamp"].null_count or table["device"].null_count:
         flag(1, is_null("user_id") | is_null("timestamp") | is_null("device"))
 
-    flag(2, (ts < _micros(limits.earliest)) | (ts > _micros(limits.latest)))
+    # one test per distinct user, not per row; code -1 (a null user, rule 1 already) -> False
+    users = _dictionary(table["user_id"])
+    empty = pc.equal(pc.utf8_trim_whitespace(users), "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        flag(2, np.r_[empty, False][user])
 
-    # one membership test per distinct user, not per row
-    known = pc.is_in(_dictionary(table["user_id"]), value_set=known_users).to_numpy(zero_copy_only=False)
+    flag(3, (ts < _micros(limits.earliest)) | (ts > _micros(limits.latest)))
+
+    known = pc.is_in(users, value_set=known_users).to_numpy(zero_copy_only=False)
     if not known.all():
-        flag(3, np.r_[~known, False][user])  # code -1 (a null user, rule 1 already) -> False
+        flag(4, np.r_[~known, False][user])
 
     hr = table["heart_rate"].to_numpy(zero_copy_only=False)  # null -> NaN
     hr_null = is_null("heart_rate")
     hr_bad = ~hr_null & ~((hr >= limits.heart_rate_min) & (hr <= limits.heart_rate_max))
-    flag(4, hr_bad)  # NaN (as opposed to null) fails the comparison: quarantined, not coerced
+    flag(5, hr_bad)  # NaN (as opposed to null) fails the comparison: quarantined, not coerced
 
     steps_null = is_null("steps")
     steps = table["steps"].fill_null(0).to_numpy()
-    flag(5, ~steps_null & (steps < 0))
-    flag(6, _duplicates(user, ts, rule == 0))
-    flag(7, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
+    flag(6, ~steps_null & (steps < 0))
+    flag(7, _duplicates(user, ts, rule == 0))
+    flag(8, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
     return CheckedRows(table=table, rule=rule, source_row=source_row, user=user, user_starts=starts)
 
 

@@ -26,6 +26,7 @@ from stethoscope.tasks.validate.files import (
     write_sensor_logs,
 )
 from stethoscope.tasks.validate.rules import (
+    NUM_CODES,
     RULE_NAMES,
     CheckedRows,
     RowLimits,
@@ -157,7 +158,7 @@ def _count_rules(unit: list[FileCheck], checked: CheckedRows, sources: list[np.n
         bad_rows = np.flatnonzero(bad)
         from_row = bad_rows if checked.source_row is None else checked.source_row[bad_rows]
         names = np.array([c.name for c in unit], dtype=object)
-        rule_names = np.array([RULE_NAMES[r] for r in range(1, 8)], dtype=object)
+        rule_names = np.array([RULE_NAMES[r] for r in range(1, NUM_CODES)], dtype=object)
         quarantined = checked.table.take(pa.array(bad_rows))
         quarantined = quarantined.append_column("rule", pa.array(rule_names[rule[bad_rows] - 1], pa.string())
         ).append_column("source_file", pa.array(names[source[from_row]], pa.string())
@@ -165,15 +166,16 @@ def _count_rules(unit: list[FileCheck], checked: CheckedRows, sources: list[np.n
         write_parquet_atomic(quarantined.cast(QUARANTINE), staged.quarantine / name)
 
     if len(unit) == 1:
-        counts = np.bincount(rule, minlength=8)[None]
+        counts = np.bincount(rule, minlength=NUM_CODES)[None]
     else:  # rows per (file, rule), one pass: `source` in the order as read, `rule` sorted
         in_order = source if checked.source_row is None else source[checked.source_row]
-        counts = np.bincount(in_order.astype(np.int64) * 8 + rule, minlength=8 * len(unit)).reshape(-1, 8)
+        counts = np.bincount(in_order.astype(np.int64) * NUM_CODES + rule,
+                             minlength=NUM_CODES * len(unit)).reshape(-1, NUM_CODES)
     for c, per_rule in zip(unit, counts, strict=True):
         tally.add(c.name, "rows_in", int(per_rule.sum()))
         tally.add(c.name, "rows_clean", int(per_rule[0]))
         tally.add(c.name, "rows_quarantined", int(per_rule[1:].sum()))
-        for code in range(1, 8):
+        for code in range(1, NUM_CODES):
             if per_rule[code]:
                 tally.add(c.name, f"rule:{RULE_NAMES[code]}", int(per_rule[code]))
 

@@ -174,3 +174,51 @@ def test_prefect_state_goes_beside_the_runs_unless_prefect_home_is_set(tmp_path:
                           env={**env, "PREFECT_HOME": str(tmp_path / "mine")},
                           capture_output=True, text=True, timeout=60)
     assert mine.stdout.strip() == str(tmp_path / "mine")
+
+
+@pytest.mark.slow
+def test_audit_model_output_layer_flag_reaches_the_audit(
+        tmp_path: Path, prefect_server, capsys: pytest.CaptureFixture[str]):
+    import keras
+
+    inputs = keras.Input((64, 3), name="sequence")
+    steps = keras.layers.Conv1D(4, 3, padding="same", name="conv")(inputs)
+    keras.Model(inputs, keras.layers.Dense(1, name="scores")(steps)).save(tmp_path / "m.keras")
+    cohort = tmp_path / "cohort"
+    simulate_cohort(SimulateConfig(users=4, weeks=1, seed=1), cohort)
+    code = main(["audit-model", "--model", str(tmp_path / "m.keras"), "--data", str(cohort),
+                 "--out", str(tmp_path / "runs" / "a"), "--output-layer", "no_such_layer"])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no_such_layer" in err and "conv" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_flow_run_without_its_cohort_names_it_and_how_to_make_it(tmp_path: Path, prefect_server):
+    """What a deployment's defaults (audit-on-demand: cohorts/demo) get after a plain
+    `prefect deploy --all` when the cohort was never made: the message, not a traceback."""
+    from stethoscope.flows.nightly_audit import nightly_audit
+    from stethoscope.flows.parameters import AuditParameters
+
+    params = AuditParameters(data_dir=str(tmp_path / "cohorts" / "demo"),
+                             runs_dir=str(tmp_path / "runs"), run_id="r")
+    with pytest.raises(UsageError, match=r"cohorts/demo does not exist.*stethoscope simulate"):
+        nightly_audit(params)
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+@pytest.mark.slow
+def test_the_python_api_audits_a_keras_model_in_memory(tmp_path: Path, prefect_server):
+    import keras
+
+    inputs = keras.Input((64, 3), name="sequence")
+    steps = keras.layers.Conv1D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="scores")(steps))
+    cohort = tmp_path / "cohort"
+    simulate_cohort(SimulateConfig(users=8, weeks=1, seed=2), cohort)
+    result = stethoscope.audit_model(model, cohort, tmp_path / "runs" / "m1",
+                                     config={"sequences": {"min_coverage": 0.3}})
+    assert (result.run_dir / "input" / "model.keras").is_file()
+    summary = result.summary()
+    assert {"conv", "scores"} <= {layer.name for layer in summary.activations.layers}
+    assert summary.gradients.output_layer == "scores"

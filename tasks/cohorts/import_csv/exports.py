@@ -36,6 +36,7 @@ _VALUE_NAMES: dict[Channel, tuple[str, ...]] = {
 _USER_NAMES = ("user", "user_id")
 _FILE_PATTERN = re.compile(r"^(?P<user>.+)_(?P<kind>hr|steps)\.csv(?P<zip>\.zip)?$", re.IGNORECASE)
 _FILE_KIND: dict[str, Channel] = {"hr": "heart_rate", "steps": "steps"}
+_INT64_LIMIT = 2.0**63  # steps are int64: |steps| < 2**63 (as a float64)
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,18 @@ def _open_export(path: Path) -> Iterator[IO[bytes]]:
 
 
 def read_header(path: Path) -> list[str]:
-    with _open_export(path) as stream:
-        first_line = io.TextIOWrapper(stream, encoding="utf-8-sig").readline()
-    return next(csv.reader([first_line]), [])
+    try:
+        with _open_export(path) as stream:
+            first_line = io.TextIOWrapper(stream, encoding="utf-8-sig").readline()
+        return next(csv.reader([first_line]), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataContractError("cannot read an export", [_unreadable(path, exc)]) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> Problem:
+    return Problem(
+        "unreadable_file", f"is not a UTF-8 CSV text file ({type(exc).__name__}: {exc}).",
+        "re-download the export (a CSV with a header row), or remove the file.", file=str(path))
 
 
 def read_export(
@@ -135,14 +145,18 @@ def read_export(
 ) -> tuple[np.ndarray, pa.Array]:
     """(naive wall-clock datetime64[us], values) of one export, in file order."""
     names = [columns.time, columns.value] + ([columns.user] if columns.user else [])
-    with _open_export(path) as stream:
-        table = pacsv.read_csv(
-            stream,
-            convert_options=pacsv.ConvertOptions(
-                include_columns=names, column_types={n: pa.string() for n in names},
-                strings_can_be_null=True,
-            ),
-        )
+    try:
+        with _open_export(path) as stream:
+            table = pacsv.read_csv(
+                stream,
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=names, column_types={n: pa.string() for n in names},
+                    strings_can_be_null=True,
+                ),
+            )
+    except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:  # bytes past the header
+        raise DataContractError(f"{path.name} breaks the export contract",
+                                [_unreadable(path, exc)]) from exc
     times = _cast(table[columns.time], pa.timestamp("us"), path, columns.time,
                   "naive local ISO 8601 times like '2020-05-19 00:00:00'",
                   "write wall-clock times without a zone offset, as YYYY-MM-DD HH:MM:SS.")
@@ -155,11 +169,21 @@ def read_export(
     if channel == "steps":
         whole = pc.and_(pc.is_finite(values), pc.equal(values, pc.floor(values)))
         num_bad = pc.sum(pc.invert(whole)).as_py() or 0
+        # whole, but beyond a 64-bit integer (steps are stored as int64)
+        huge = pc.and_(whole, pc.greater_equal(pc.abs(values), _INT64_LIMIT))
+        num_huge = pc.sum(huge).as_py() or 0
         if num_bad:
             problems.append(Problem(
                 "bad_steps", "step counts that are not whole finite numbers.",
                 "export whole step counts per interval.", file=str(path), column=columns.value,
                 count=num_bad))
+        if num_huge:
+            largest = pc.max(pc.abs(values.filter(huge))).as_py()
+            problems.append(Problem(
+                "steps_out_of_range", "step counts beyond the 64-bit integer range (|steps| >= "
+                f"2**63, up to {largest:.3g}); no count is that large.",
+                "export the step count per interval; blank the values that are not counts.",
+                file=str(path), column=columns.value, count=num_huge))
     if columns.user:
         others = [u for u in pc.unique(table[columns.user].drop_null()).to_pylist() if u != user_id]
         if others:

@@ -145,6 +145,9 @@ def _write_cohort(
             log.debug("%s", user_import.describe())
         if problems:
             raise DataContractError(_NOTHING_WRITTEN, problems)
+        if not any(i.num_rows for i in imports):
+            raise DataContractError("the exports hold no rows; nothing was written",
+                                    _no_rows(exports))
         write_parquet_atomic(users_table(profiles), cohort.users)
         if out.exists():
             out.rmdir()  # empty (checked); replaced by the staged cohort
@@ -153,6 +156,15 @@ def _write_cohort(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return imports
+
+
+def _no_rows(exports: dict[str, dict[Channel, Path]]) -> list[Problem]:
+    """Exports that hold a header only, all of them: a cohort of no samples is no cohort."""
+    return [Problem(
+        "no_rows", "holds a header but no rows; no export in the source holds a sample.",
+        "export the samples (a header and one row per sample), or point --source at the "
+        "folder that holds them.", file=str(path))
+        for files in exports.values() for path in files.values()]
 
 
 def _check_paths(source: Path, out: Path) -> None:

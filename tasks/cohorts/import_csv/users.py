@@ -84,6 +84,11 @@ def read_users_csv(path: Path) -> dict[str, dict[str, str]]:
             rows = [[v.strip() for v in row] for row in reader]
     except OSError as exc:
         raise UsageError(f"cannot read --users-csv {path}: {exc}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataContractError("the users CSV cannot be read", [Problem(
+            "unreadable_file", f"is not a UTF-8 CSV text file ({type(exc).__name__}: {exc}).",
+            "pass --users-csv a CSV with a header row: user_id and any of timezone, device, "
+            "age, sex.", file=str(path))]) from exc
     problems = []
     unknown = [h for h in header if h not in _USERS_CSV_COLUMNS]
     if "user_id" not in header or unknown:
