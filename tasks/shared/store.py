@@ -18,6 +18,7 @@ from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.sequence_store import INDEX, StorePaths, StoreStats
 from stethoscope.tasks.shared.audited_model import sequence_index
+from stethoscope.tasks.shared.progress import log_every
 
 log = logging.getLogger("stethoscope.audits")
 
@@ -46,6 +47,15 @@ def iter_store_batches(
     for start in range(0, count, batch_size):
         at = slice(start, min(count, start + batch_size))
         yield store.read(chosen.shard_ids[at], chosen.shard_rows[at]), chosen.metadata[at]
+
+
+def audit_sample(store_dir: Path, split: str, max_user_weeks: int | None, batch_size: int,
+                 stage: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`iter_store_batches` for an audit, with a progress line at most every 10 s."""
+    return log_every(
+        iter_store_batches(store_dir, split, max_user_weeks, batch_size, stage=stage),
+        lambda done: f"{stage}: {done} batches of up to {batch_size} user-weeks",
+        logging.getLogger(f"stethoscope.{stage}"))
 
 
 def store_stats(store_dir: Path, model: keras.Model | None = None) -> StoreStats | None:

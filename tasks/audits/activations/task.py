@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,7 @@ from stethoscope.tasks.audits.activations.plots import plot_dead_history, plot_h
 from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
 from stethoscope.tasks.shared.figures import save_png
-from stethoscope.tasks.shared.progress import log_every
-from stethoscope.tasks.shared.store import iter_store_batches, store_stats
-
-log = logging.getLogger("stethoscope.activations")
+from stethoscope.tasks.shared.store import audit_sample, store_stats
 
 
 @task(name="activations", task_run_name="activations {model_path.name}")
@@ -39,14 +35,12 @@ def activations_task(
     config: ActivationsConfig = DEFAULT_CONFIG,
     dead_history_file: Path | None = None,
 ) -> ActivationsResult:
-
     """Prefect shell: audit the model on the store's sample, write the per-unit table and the
     heatmaps under `out_dir`, publish a table artifact, return the record."""
     model = load_audit_model(model_path, output_layer=None, num_channels=None)
     stats = store_stats(store_dir, model)
-    batches = log_every(
-        iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size),
-        lambda done: f"activations: {done} batches of up to {config.batch_size} user-weeks", log)
+    batches = audit_sample(store_dir, config.split, config.max_user_weeks, config.batch_size,
+                           "activations")
     audit = audit_activations(model, batches, config)
     out_dir = Path(out_dir)
     history, history_plot = None, None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,10 +32,7 @@ from stethoscope.tasks.audits.gradients.profile import (
 from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
 from stethoscope.tasks.shared.figures import save_png
-from stethoscope.tasks.shared.progress import log_every
-from stethoscope.tasks.shared.store import iter_store_batches, store_stats
-
-log = logging.getLogger("stethoscope.gradients")
+from stethoscope.tasks.shared.store import audit_sample, store_stats
 
 
 @task(name="gradients", task_run_name="gradients {model_path.name}")
@@ -47,7 +43,6 @@ def gradients_task(
     config: GradientsConfig = DEFAULT_CONFIG,
     task_names: list[str] | None = None,
 ) -> GradientsResult:
-
     """Prefect shell: audit the model on the store's sample, write the profile (Parquet, PNG)
     and the weight-gradient norms under `out_dir`, return the record. A model without a
     per-step output is not audited (GRADIENTS_NOT_EVALUATED), so the run still reports."""
@@ -58,9 +53,8 @@ def gradients_task(
             section=GradientsSection(), findings=[not_evaluated_finding(
                 no_per_step_output(model).message)], causal=False, first_last_ratio=None,
             plot_file=None, weight_gradients_file=None)
-    batches = log_every(
-        iter_store_batches(store_dir, config.split, config.max_user_weeks, config.batch_size),
-        lambda done: f"gradients: {done} batches of up to {config.batch_size} user-weeks", log)
+    batches = audit_sample(store_dir, config.split, config.max_user_weeks, config.batch_size,
+                           "gradients")
     audit = audit_gradients(model, batches, config, stats.bin_seconds if stats else None)
     channels = stats.channels if stats else None
     task_name = task_names[config.task_index] if task_names else str(config.task_index)
