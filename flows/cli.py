@@ -134,21 +134,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _predictions_table(path: str) -> Path:
-    """--predictions: a readable Parquet file with rows (its footer says; nothing else is read)."""
-    import pyarrow.parquet as pq
-
-    from stethoscope.schemas.errors import DataContractError, Problem, UsageError
-
+    """--predictions: a readable Parquet file with rows (checked from its footer only)."""
     file = _existing_file(path, "--predictions", "predictions table")
-    try:
-        rows = pq.ParquetFile(file).metadata.num_rows
-    except Exception as exc:  # Arrow reports a damaged or foreign file in many ways
-        raise UsageError(f"--predictions {path}: not a readable Parquet file ({exc}); write the "
-                         "table with pandas.DataFrame.to_parquet or pyarrow") from None
-    if rows == 0:
-        raise DataContractError(f"analyze: {path} has no rows, so there is nothing to analyse.", [
-            Problem(rule="no_rows", file=str(file), message="the predictions table is empty.",
-                    fix="check the export that wrote it: one row per user-week and task")])
+    from stethoscope.tasks.analyze.inputs import check_predictions_file
+
+    check_predictions_file(file, label=f"--predictions {path}")
     return file
 
 

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stethoscope.schemas.devices import UNKNOWN_STRATUM, device_generation
-from stethoscope.schemas.errors import DataContractError, Problem
+from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.tables import PREDICTIONS, SEXES
 from stethoscope.tasks.analyze.config import AGE_BAND, AnalyzeConfig
 
@@ -165,6 +165,21 @@ def _check_strata(columns: list[str], source: str, config: AnalyzeConfig) -> lis
                 f"add the column to the predictions table, or {leave_out}; without --strata "
                 "the strata are the metadata columns the table has.", source, name))
     return problems
+
+
+def check_predictions_file(path: Path, label: str | None = None) -> None:
+    """Before anything else runs: `path` is a readable Parquet file with rows. Only the footer
+    is read, so this answers at once however large the table is."""
+    label = label or str(path)
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # Arrow reports a damaged or foreign file in many ways
+        raise UsageError(f"{label}: not a readable Parquet file ({exc}); write the table with "
+                         "pandas.DataFrame.to_parquet or pyarrow") from None
+    if rows == 0:
+        raise DataContractError(f"analyze: {path} has no rows, so there is nothing to analyse.", [
+            Problem(rule="no_rows", file=str(path), message="the predictions table is empty.",
+                    fix="check the export that wrote it: one row per user-week and task")])
 
 
 def read_predictions(path: Path, config: AnalyzeConfig, require_rows: bool = False
