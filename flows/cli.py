@@ -122,12 +122,14 @@ def _run(args: argparse.Namespace) -> int:
 
     params = AuditParameters.model_validate(
         {**config, "data_dir": str(data), "runs_dir": str(out.parent), "run_id": out.name})
+    environment.make_prefect_home()
     from stethoscope.flows.nightly_audit import nightly_audit
 
     return _finish(nightly_audit(params))
 
 
 def _demo(args: argparse.Namespace) -> int:
+    environment.make_prefect_home()
     from stethoscope.flows.demo import run_demo
 
     return _finish(run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed))
@@ -153,6 +155,7 @@ def _analyze(args: argparse.Namespace) -> int:
     config = AnalyzeConfig.model_validate(settings.get("analyze", {}))
     if strata is not None:
         config = config.with_strata([c for c in strata if c])
+    environment.make_prefect_home()
     from stethoscope.flows.analyze_predictions import analyze_flow
 
     return _finish(analyze_flow(predictions, out, config, data_dir=data))
@@ -173,6 +176,7 @@ def _audit_model(args: argparse.Namespace) -> int:
     params = AuditModelParameters.model_validate(
         {**config, "model_file": str(model), "data_dir": str(data), "runs_dir": str(out.parent),
          "run_id": out.name})
+    environment.make_prefect_home()
     from stethoscope.flows.audit_model import audit_model_flow
 
     return _finish(audit_model_flow(params))
@@ -305,7 +309,7 @@ def _explain(exc: ValidationError, config: str | None) -> str:
 
 def _runs_dir(args: argparse.Namespace) -> Path | None:
     """Where a command's runs go: Prefect's state is kept beside them (environment.py)."""
-    if getattr(args, "out", None) and args.command in ("run", "audit-model", "analyze", "validate"):
+    if getattr(args, "out", None) and args.command in ("run", "audit-model", "analyze"):
         return Path(args.out).parent
     if args.command == "demo":
         return Path(args.dir) / "runs"

@@ -31,9 +31,14 @@ def set_defaults(runs_dir: Path | None = None) -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
     if runs_dir is not None and "PREFECT_HOME" not in os.environ:
-        home = Path(runs_dir).resolve() / ".prefect"
-        home.mkdir(parents=True, exist_ok=True)  # Prefect does not create its parents
-        os.environ["PREFECT_HOME"] = str(home)
+        os.environ["PREFECT_HOME"] = str(Path(runs_dir).resolve() / ".prefect")
+
+
+def make_prefect_home() -> None:
+    """Create PREFECT_HOME (Prefect does not create its parents) once a flow is about to start,
+    so that a command refused for bad usage leaves nothing behind."""
+    if "PREFECT_HOME" in os.environ:
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 class _RunFormatter(logging.Formatter):

@@ -113,6 +113,7 @@ def _prepare(out: Path) -> None:
     """Telemetry off, servers on loopback, our loggers to the UI, Prefect's state beside the
     runs (unless PREFECT_HOME is set); the embedded server quiet."""
     environment.set_defaults(out.parent)
+    environment.make_prefect_home()
     logging.getLogger("prefect.server").setLevel(logging.WARNING)
 
 
