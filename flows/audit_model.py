@@ -18,8 +18,10 @@ from prefect import flow
 from stethoscope.flows.parameters import AuditModelParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
 from stethoscope.schemas.layout import CohortPaths, RunPaths
+from stethoscope.schemas.outcome import Reportable
 from stethoscope.tasks.audits.activations.task import activations_task
 from stethoscope.tasks.audits.gradients.task import gradients_task
+from stethoscope.tasks.gate.task import gate_task
 from stethoscope.tasks.inspect.task import inspect_model_task
 from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
@@ -53,8 +55,11 @@ def audit_model_flow(params: AuditModelParameters) -> RunOutcome:
         model_file, run.sequences, run.audits / "activations", params.activations)
     gradients = gradients_task.with_options(**audit).submit(
         model_file, run.sequences, run.audits / "gradients", params.gradients)
+    results: list[Reportable] = [validation, user_weeks, sequences, shape, activations.result(), gradients.result()]
+    gate = gate_task.with_options(**stage_options(10 * MINUTE))(
+        run.root, results, params.gate, started_at,
+        Path(params.baseline) if params.baseline else None)
     summary = report_task.with_options(**stage_options(10 * MINUTE, outputs=("run_dir",)))(
-        run.root, params.model_dump(mode="json"), started_at,
-        [validation, user_weeks, sequences, shape, activations.result(), gradients.result()])
+        run.root, params.model_dump(mode="json"), started_at, [*results, gate])
     print(f"{summary.status.upper()}: report {run.report} · summary {run.summary}")
     return RunOutcome(run_id=run.run_id, status=summary.status, summary=run.summary, report=run.report)

@@ -117,11 +117,12 @@ def _finish(outcome: RunOutcome) -> int:
 def _run(args: argparse.Namespace) -> int:
     data = _cohort(args.data)
     out = _run_dir(args.out, data)
-    config = _load_config(args.config, ("data_dir", "runs_dir", "run_id"))
+    config = _load_config(args.config, ("data_dir", "runs_dir", "run_id", *_baseline_key(args)))
     from stethoscope.flows.parameters import AuditParameters
 
     params = AuditParameters.model_validate(
-        {**config, "data_dir": str(data), "runs_dir": str(out.parent), "run_id": out.name})
+        {**config, "data_dir": str(data), "runs_dir": str(out.parent), "run_id": out.name,
+         **_baseline(args, out)})
     environment.make_prefect_home()
     from stethoscope.flows.nightly_audit import nightly_audit
 
@@ -148,24 +149,59 @@ def _analyze(args: argparse.Namespace) -> int:
     predictions = _predictions_table(args.predictions)
     out = _run_dir(args.out)
     data = _cohort(args.data) if args.data else None
-    settings = _load_config(args.config)
+    settings = _load_config(args.config, _baseline_key(args))
     strata = [c.strip() for c in args.strata.split(",")] if args.strata is not None else None
     from stethoscope.tasks.analyze.config import AnalyzeConfig
+    from stethoscope.tasks.gate.config import GateConfig
 
     config = AnalyzeConfig.model_validate(settings.get("analyze", {}))
+    gate = GateConfig.model_validate(settings.get("gate", {}))
+    baseline = _baseline(args, out).get("baseline") or settings.get("baseline")
     if strata is not None:
         config = config.with_strata([c for c in strata if c])
     environment.make_prefect_home()
     from stethoscope.flows.analyze_predictions import analyze_flow
 
-    return _finish(analyze_flow(predictions, out, config, data_dir=data))
+    return _finish(analyze_flow(predictions, out, config, data_dir=data, gate=gate,
+                                baseline=Path(baseline) if baseline else None))
+
+
+def _baseline_key(args: argparse.Namespace) -> tuple[str, ...]:
+    """`baseline` is a key --config may not set when --baseline does."""
+    return ("baseline",) if getattr(args, "baseline", None) else ()
+
+
+def _baseline(args: argparse.Namespace, out: Path) -> dict[str, str]:
+    """--baseline RUN_DIR: a finished run (its summary.json) other than the run being written."""
+    from stethoscope.schemas.errors import UsageError
+
+    if not getattr(args, "baseline", None):
+        return {}
+    baseline = Path(args.baseline)
+    if not (baseline / "summary.json").is_file():
+        raise UsageError(f"--baseline {args.baseline}: no summary.json there; give the "
+                         "directory of a finished stethoscope run")
+    if baseline.resolve() == out.resolve():
+        raise UsageError(f"--baseline {args.baseline}: is the run being written (--out); give "
+                         "an earlier run")
+    return {"baseline": str(baseline)}
+
+
+def _bless(args: argparse.Namespace) -> int:
+    from stethoscope.tasks.gate.reference import bless
+
+    summary, path = bless(Path(args.run_dir))
+    print(f"blessed {summary.run_id} ({summary.flow}, {summary.status}) as the reference of "
+          f"{summary.flow} runs in {Path(args.run_dir).parent} (recorded in {path})")
+    return EXIT_OK
 
 
 def _audit_model(args: argparse.Namespace) -> int:
     model = _existing_file(args.model, "--model", "model file")
     data = _cohort(args.data)
     out = _run_dir(args.out, data)
-    config = _load_config(args.config, ("model_file", "data_dir", "runs_dir", "run_id"))
+    config = _load_config(args.config, ("model_file", "data_dir", "runs_dir", "run_id",
+                                        *_baseline_key(args)))
     overrides = {key: value for key, value in (("output_layer", args.output_layer),
                                                ("task_index", args.output_index))
                  if value is not None}
@@ -175,7 +211,7 @@ def _audit_model(args: argparse.Namespace) -> int:
 
     params = AuditModelParameters.model_validate(
         {**config, "model_file": str(model), "data_dir": str(data), "runs_dir": str(out.parent),
-         "run_id": out.name})
+         "run_id": out.name, **_baseline(args, out)})
     environment.make_prefect_home()
     from stethoscope.flows.audit_model import audit_model_flow
 
@@ -241,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort directory")
     p.add_argument("--out", required=True, help="run directory to write (its name is the run id)")
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections "
-                   "(validation, labels, sequences, model, train, activations, gradients, analyze)")
+                   "(validation, labels, sequences, model, train, activations, gradients, analyze, gate)")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="the run to compare with (default: the blessed run, else the last run "
+                   "of the same kind in the runs directory that did not fail)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("audit-model", parents=[common], help="audits of an existing model", description=(
@@ -257,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort directory")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="the run to compare with (default: the blessed run, else the last run "
+                   "of the same kind in the runs directory that did not fail)")
     p.set_defaults(func=_audit_model)
 
     p = sub.add_parser("analyze", parents=[common], help="prediction analysis alone", description=(
@@ -268,10 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--strata", default=None, metavar="COL[,COL...]",
                    help="the columns to stratify by (default: chosen from the table; '' = none)")
-    p.add_argument("--config", default=None, help="YAML/JSON file with an `analyze` section")
+    p.add_argument("--config", default=None, help="YAML/JSON file with `analyze` and `gate` sections")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="the run to compare with (default: the blessed run, else the last run "
+                   "of the same kind in the runs directory that did not fail)")
     p.add_argument("--data", default=None, metavar="COHORT",
                    help="cohort directory to draw the weeks of the top wins and losses from")
     p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("bless", parents=[common], help="make a run the reference of later runs",
+                       description="Mark a finished run as the reference that later runs of the "
+                       "same flow in its runs directory compare with (instead of the last good "
+                       "run), until another is blessed. Refuses a failed run.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to bless")
+    p.set_defaults(func=_bless)
 
     p = sub.add_parser("demo", parents=[common], help="simulate a small cohort and run the nightly audit on it",
                        description="Simulate a small cohort and run the whole audit on it with "

@@ -1,4 +1,5 @@
-"""The nightly model audit: validate -> labels -> sequences -> train -> audits -> analyze -> report.
+"""The nightly model audit: validate -> labels -> sequences -> train -> audits, analyze -> gate ->
+report.
 
 Wiring only. Each stage is a task of tasks/ with the one retry and cache policy; tasks pass
 paths and small records. The audits of the trained model and the prediction analysis run in
@@ -9,6 +10,7 @@ renders a single form.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prefect import flow
 
@@ -20,6 +22,7 @@ from stethoscope.tasks.analyze.task import analyze_task
 from stethoscope.tasks.audits.activations.task import activations_task
 from stethoscope.tasks.audits.gradients.task import gradients_task
 from stethoscope.tasks.audits.synthetic.task import synthetic_task
+from stethoscope.tasks.gate.task import gate_task
 from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
 from stethoscope.tasks.sequences.task import sequences_task
@@ -66,7 +69,10 @@ def nightly_audit(params: AuditParameters) -> RunOutcome:
 
     results: list[Reportable] = [validation, user_weeks, sequences, trained,
                activations.result(), gradients.result(), synthetic.result(), analysis.result()]
+    gate = gate_task.with_options(**stage_options(10 * MINUTE))(
+        run.root, results, params.gate, started_at,
+        Path(params.baseline) if params.baseline else None)
     summary = report_task.with_options(**stage_options(10 * MINUTE, outputs=("run_dir",)))(
-        run.root, params.model_dump(mode="json"), started_at, results)
+        run.root, params.model_dump(mode="json"), started_at, [*results, gate])
     print(f"{summary.status.upper()}: report {run.report} · summary {run.summary}")
     return RunOutcome(run_id=run.run_id, status=summary.status, summary=run.summary, report=run.report)

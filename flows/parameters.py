@@ -21,6 +21,7 @@ from stethoscope.tasks.analyze.config import AnalyzeConfig
 from stethoscope.tasks.audits.activations.config import ActivationsConfig
 from stethoscope.tasks.audits.gradients.config import GradientsConfig
 from stethoscope.tasks.audits.synthetic.config import SyntheticConfig
+from stethoscope.tasks.gate.config import GateConfig
 from stethoscope.tasks.labels.config import LabelsConfig
 from stethoscope.tasks.sequences.config import SequencesConfig
 from stethoscope.tasks.train.config import TrainConfig
@@ -45,6 +46,10 @@ class AuditParameters(BaseModel):
     gradients: GradientsConfig = Field(default_factory=GradientsConfig)
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    baseline: FormPath | None = Field(
+        None, description="run directory to compare with (default: the blessed run, else the "
+        "last run of this flow in runs_dir that did not fail)")
 
     @model_validator(mode="after")
     def _one_sequence_length(self) -> AuditParameters:
@@ -92,3 +97,7 @@ class AuditModelParameters(BaseModel):
     sequences: SequencesConfig = Field(default_factory=SequencesConfig)
     activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
     gradients: GradientsConfig = Field(default_factory=GradientsConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    baseline: FormPath | None = Field(
+        None, description="run directory to compare with (default: the blessed run, else the "
+        "last run of this flow in runs_dir that did not fail)")

@@ -42,6 +42,10 @@ class FindingCode(StrEnum):
     LOSS_PATTERN = "LOSS_PATTERN"
     UNDERPOWERED = "UNDERPOWERED"
     BASELINE_AT_CHANCE = "BASELINE_AT_CHANCE"
+    # gate
+    REGRESSION = "REGRESSION"
+    DATA_DRIFT = "DATA_DRIFT"
+    NO_REFERENCE = "NO_REFERENCE"
 
 
 class CodeInfo(NamedTuple):
@@ -97,4 +101,12 @@ REGISTRY: dict[FindingCode, CodeInfo] = {
         "beats the metadata baseline), with the effect it could have detected"),
     FindingCode.BASELINE_AT_CHANCE: CodeInfo(
         "analyze", "the metadata baseline is at or below chance: no yardstick for the network"),
+    FindingCode.REGRESSION: CodeInfo(
+        "gate", "the model is worse than in the reference run (AUROC, AUPRC, synthetic R², dead "
+        "or constant units, gradient horizon, a newly flagged stratum)"),
+    FindingCode.DATA_DRIFT: CodeInfo(
+        "gate", "the cohort's data moved against the reference run's, significantly and by more "
+        "than the threshold (a feature in a device generation, the device mix, a quarantine rate)"),
+    FindingCode.NO_REFERENCE: CodeInfo(
+        "gate", "no reference run to compare with (first run, or the reference lacks its profile)"),
 }

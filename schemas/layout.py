@@ -102,6 +102,17 @@ class RunPaths:
         return self.root / "analysis"
 
     @property
+    def scored_rows(self) -> Path:
+        """The analyze stage's evaluated rows (user_id, week_start, task, y_true, y_score, and
+        the metadata baseline's score): what a later run's gate compares its scores with."""
+        return self.analysis / "baseline_scores.parquet"
+
+    @property
+    def gate(self) -> Path:
+        """The gate stage: this run's data profile and its comparison with the reference."""
+        return self.root / "gate"
+
+    @property
     def summary(self) -> Path:
         return self.root / "summary.json"
 

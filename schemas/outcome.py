@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from stethoscope.schemas.summary import (
     ActivationsSection,
+    ComparisonSection,
     DataSection,
     Finding,
     GradientsSection,
@@ -39,7 +40,15 @@ class StageOutcome:
     gradients: GradientsSection | None = None
     synthetic: list[SyntheticResult] | None = None
     predictions: PredictionsSection | None = None
+    comparison: ComparisonSection | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def last_section(outcomes: list[StageOutcome], attribute: str, default: Any) -> Any:
+    """The section `attribute` of the last outcome that fills it: a later stage's section
+    replaces an earlier one's (the report's summary and the gate read the same)."""
+    values = [getattr(o, attribute) for o in outcomes if getattr(o, attribute) is not None]
+    return values[-1] if values else default
 
 
 class Reportable(Protocol):

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.findings import FindingCode
 
-SCHEMA_VERSION = "1.1"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method
+SCHEMA_VERSION = "1.2"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method;
+# 1.2: flow, comparison (the nightly gate against a reference run)
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 
 Severity = Literal["info", "warning", "error"]
@@ -161,6 +162,69 @@ class PredictionsSection(_Record):
     interval_method: str | None = None  # how every interval above was computed
 
 
+class ReferenceRun(_Record):
+    """The run this one is compared with, and why that one (docs/architecture.md §7.5)."""
+
+    run_id: str
+    path: str
+    chosen: Literal["pinned", "blessed", "last_good"]
+    status: Status | None = None
+    finished_at: datetime | None = None
+
+
+class MetricChange(_Record):
+    """One measure of the model, tonight against the reference run.
+
+    `delta` is current - reference (for AUROC, AUPRC, R²: negative is worse; for dead and
+    constant shares: positive is worse; for the horizon: negative is worse). `verdict`:
+    `regression` when the interval excludes no change and the worsening exceeds `tolerance`,
+    `regression_point` when only the point estimate does (no interval, or one that includes
+    zero), `improved` or `same` otherwise, `not_comparable` when either run lacks it."""
+
+    measure: str  # auroc, auprc, synthetic_r2, dead_fraction, constant_fraction, horizon_hours, flagged_stratum
+    subject: str  # the task, target, layer or stratum
+    reference: float | None
+    current: float | None
+    delta: float | None
+    delta_ci: Interval | None = None
+    paired: bool | None = None  # AUROC/AUPRC: the same user-weeks scored in both runs
+    n_users: int | None = None
+    tolerance: float | None = None
+    verdict: Literal["regression", "regression_point", "improved", "same", "not_comparable"]
+    detail: str = ""
+
+
+class DriftEntry(_Record):
+    """One distribution of the data, tonight's cohort against the reference run's."""
+
+    kind: Literal["feature", "device_mix", "quarantine"]
+    name: str  # feature, "device mix" or validation rule
+    stratum: str
+    n_reference: int
+    n_current: int
+    reference_value: float | None = None  # mean (feature) or rate (quarantine)
+    current_value: float | None = None
+    shift: float | None = None
+    statistic: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    effect: float | None = None
+    effect_name: str = ""
+    psi: float | None = None
+    drifted: bool = False
+    note: str = ""
+
+
+class ComparisonSection(_Record):
+    """The nightly gate: this run against its reference (empty without one)."""
+
+    reference: ReferenceRun | None = None
+    note: str | None = None  # why there is no comparison, when there is none
+    changes: list[MetricChange] = Field(default_factory=list)
+    drift: list[DriftEntry] = Field(default_factory=list)
+    interval_method: str | None = None
+
+
 class Summary(BaseModel):
     """The whole summary.json. Stages add extra detail in their own files, not here."""
 
@@ -168,6 +232,7 @@ class Summary(BaseModel):
 
     schema_version: str = SCHEMA_VERSION
     run_id: str
+    flow: str | None = None  # the Prefect flow's name, e.g. nightly-model-audit
     status: Status
     started_at: datetime
     finished_at: datetime
@@ -178,6 +243,7 @@ class Summary(BaseModel):
     gradients: GradientsSection = Field(default_factory=GradientsSection)
     synthetic: list[SyntheticResult] = Field(default_factory=list)
     predictions: PredictionsSection = Field(default_factory=PredictionsSection)
+    comparison: ComparisonSection = Field(default_factory=ComparisonSection)
 
 
 def status_of(findings: list[Finding]) -> Status:

@@ -8,7 +8,6 @@ literal text (`md_text`): no HTML, no markdown link, image, emphasis or cell bre
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,11 @@ from stethoscope.schemas.outcome import Figure, StageOutcome
 from stethoscope.schemas.summary import Summary
 from stethoscope.tasks.report.config import Trend
 from stethoscope.tasks.report.figures import data_uri, task_of, week_plot
+from stethoscope.tasks.shared.artifacts import md_text
 
-_KEY_PLOTS = ("training", "synthetic", "activations", "gradients", "predictions", "trend")
+_KEY_PLOTS = ("comparison", "training", "synthetic", "activations", "gradients", "predictions", "trend")
 _MAX_IMAGE_BYTES = 2_000_000  # a larger PNG is not embedded in an artifact
 _MAX_ARTIFACT_BYTES = 2_000_000  # PNG bytes of one plot artifact
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]()#!|~:.])")
 
 
 @dataclass(frozen=True)
@@ -60,14 +59,6 @@ def verdict_markdown(summary: Summary, trend: Trend | None = None, report_url: s
         lines += ["", "Informational:", ""]
         lines += [f"- {_code(f.code)} in {md_text(f.stage)}: {md_text(f.message)}" for f in minor]
     return "\n".join(lines) + "\n"
-
-
-def md_text(text: str) -> str:
-    """Data text in markdown, shown literally by any renderer: HTML escaped, every markdown
-    metacharacter backslash-escaped (also `:` and `.`, so no autolink forms), one line."""
-    # every line break markdown knows (\r too: it would end a table row and start a block)
-    one_line = " ".join(html.escape(text, quote=False).splitlines())
-    return _MD_SPECIAL.sub(r"\\\1", one_line)
 
 
 def plot_artifacts(outcomes: list[StageOutcome], tasks: list[str] | None = None,

@@ -29,6 +29,9 @@ HISTORY = pa.schema([
     pa.field("auroc", pa.map_(pa.string(), pa.float64())),  # task -> AUROC, null: not evaluable
     pa.field("flagged_strata", pa.list_(pa.string())),  # stratum keys
     pa.field("findings", pa.list_(pa.string())),  # finding keys, errors and warnings
+    pa.field("reference", pa.string()),  # run id the gate compared with; null: none
+    pa.field("regressions", pa.int64()),  # REGRESSION findings (errors and warnings)
+    pa.field("drifted", pa.int64()),  # DATA_DRIFT findings
 ])
 
 
@@ -51,6 +54,9 @@ class HistoryRow:
     auroc: dict[str, float | None] = field(default_factory=dict)
     flagged_strata: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()
+    reference: str | None = None
+    regressions: int = 0
+    drifted: int = 0
 
     @property
     def worst_dead(self) -> tuple[str, float] | None:

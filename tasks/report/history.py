@@ -55,6 +55,9 @@ def history_row(summary: Summary, flow: str = "") -> HistoryRow:
         auroc={t.task: t.auroc for t in summary.predictions.tasks},
         flagged_strata=tuple(sorted(stratum_key(s) for s in summary.predictions.strata if s.flagged)),
         findings=tuple(sorted({finding_key(f) for f in summary.findings if f.severity != "info"})),
+        reference=summary.comparison.reference.run_id if summary.comparison.reference else None,
+        regressions=sum(f.code == "REGRESSION" and f.severity != "info" for f in summary.findings),
+        drifted=sum(f.code == "DATA_DRIFT" for f in summary.findings),
     )
 
 
@@ -165,6 +168,7 @@ def _row_of(record: dict) -> HistoryRow:
         known[name] = dict(known.get(name) or [])
     for name in ("flagged_strata", "findings"):
         known[name] = tuple(known.get(name) or ())
-    for name in ("rows_in", "rows_clean", "rows_quarantined", "users", "user_weeks"):
+    for name in ("rows_in", "rows_clean", "rows_quarantined", "users", "user_weeks",
+                 "regressions", "drifted"):
         known[name] = known.get(name) or 0
     return HistoryRow(**known)

@@ -37,9 +37,10 @@ from stethoscope.tasks.report.figures import (
 )
 from stethoscope.tasks.report.links import RunFile, run_files
 
-# Report sections in their order, with their headings. "trend" comes first: it says what
-# changed since the previous run.
+# Report sections in their order, with their headings. "comparison" comes first: whether the
+# model got worse or the data moved since the reference run; then the trend over recent runs.
 _SECTIONS = {
+    "comparison": "Since the reference run",
     "trend": "Trend",
     "data": "Data",
     "training": "Training",
@@ -130,7 +131,8 @@ def render_report(summary: Summary, outcomes: list[StageOutcome], path: Path,
 def _sections(summary: Summary, outcomes: Sequence[StageOutcome], plan: FigurePlan,
               trend: Trend | None, files: list[RunFile]) -> list[Section]:
     section_of = {f.stage: o.stage for o in outcomes for f in o.findings}
-    alias = {"validate": "data", "analyze": "predictions", "train": "training"}
+    alias = {"validate": "data", "analyze": "predictions", "train": "training",
+             "gate": "comparison"}
     inline = set(plan.inline)
     tasks = [t.task for t in summary.predictions.tasks]
     sections = []
@@ -178,6 +180,15 @@ _KIND_NAMES = {"FN": "false negatives", "FP": "false positives", "TP": "true pos
 
 def _fact(key: str, s: Summary, trend: Trend | None, notes: list[str]) -> str:
     """The one line a section shows in the contents and when it is closed."""
+    if key == "comparison":
+        c = s.comparison
+        if c.reference is None:
+            return c.note or "not compared"
+        worse = sum(ch.verdict in ("regression", "regression_point") for ch in c.changes)
+        moved = sum(d.drifted for d in c.drift)
+        return (f"against {c.reference.run_id} ({c.reference.chosen.replace('_', ' ')}): "
+                f"{worse} regression{'s' if worse != 1 else ''}, {moved} drifted "
+                f"distribution{'s' if moved != 1 else ''} of {len(c.drift)} compared")
     if key == "trend":
         if trend is None or trend.previous is None:
             return "first run of this flow here: nothing to compare with yet"

@@ -14,7 +14,6 @@ from stethoscope.schemas.layout import RunPaths
 from stethoscope.schemas.outcome import Figure, Reportable, StageOutcome
 from stethoscope.schemas.summary import Summary
 from stethoscope.tasks.report.artifacts import (
-    md_text,
     plot_artifacts,
     trend_table,
     verdict_markdown,
@@ -25,6 +24,7 @@ from stethoscope.tasks.report.history import plot_trend, record_run
 from stethoscope.tasks.report.html import render_report
 from stethoscope.tasks.report.links import report_link
 from stethoscope.tasks.report.summary import build_summary, write_summary
+from stethoscope.tasks.shared.artifacts import md_text
 
 
 @task(name="report")
@@ -35,7 +35,7 @@ def report_task(run_dir: Path, config: dict[str, Any], started_at: datetime,
 
     run = RunPaths(run_dir)
     outcomes = [r.outcome() for r in results]
-    summary = build_summary(run, config, started_at, outcomes)
+    summary = build_summary(run, config, started_at, outcomes, flow=flow_run.flow_name)
     write_summary(summary, run.summary)
     trend = record_run(summary, run.root.parent, flow=flow_run.flow_name or "")
     trend_plot = plot_trend(trend, run.root / "trend.png")

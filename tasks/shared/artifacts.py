@@ -4,8 +4,20 @@ Python API without a flow) nothing is published."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()#!|~:.])")
+
+
+def md_text(text: str) -> str:
+    """Data text in markdown, shown literally by any renderer: HTML escaped, every markdown
+    metacharacter backslash-escaped (also `:` and `.`, so no autolink forms), one line."""
+    # every line break markdown knows (\r too: it would end a table row and start a block)
+    one_line = " ".join(html.escape(text, quote=False).splitlines())
+    return _MD_SPECIAL.sub(r"\\\1", one_line)
 
 
 def publish_table(key: str, rows: Sequence[Mapping[str, Any]], description: str) -> None:

@@ -22,7 +22,8 @@ from stethoscope.schemas.summary import Finding, Summary
 from stethoscope.schemas.tables import PREDICTIONS, QUARANTINE
 from stethoscope.tasks.analyze.config import AnalyzeConfig
 from stethoscope.tasks.analyze.inputs import read_predictions
-from stethoscope.tasks.report.artifacts import md_text, verdict_markdown
+from stethoscope.tasks.report.artifacts import verdict_markdown
+from stethoscope.tasks.shared.artifacts import md_text
 from stethoscope.tasks.validate.config import ValidateConfig
 from stethoscope.tasks.validate.gate import validate_cohort
 
