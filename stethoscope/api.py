@@ -87,23 +87,31 @@ def audit_model(model: keras.Model | str | Path, data_dir: str | Path, out_dir: 
 
 def analyze(predictions: pd.DataFrame | str | Path, out_dir: str | Path,
             strata: list[str] | None = None, config: ConfigLike = None,
-            data_dir: str | Path | None = None) -> AuditResult:
+            data_dir: str | Path | None = None,
+            baseline: str | Path | None = None) -> AuditResult:
     """The prediction analysis of a table with at least user_id, task, y_true, y_score (a
     DataFrame, saved into the run directory first, or a Parquet file). `strata`: the columns to
     stratify by (default: chosen from the table). `config`: the `analyze` section, as a mapping
-    or a YAML/JSON file with an `analyze:` key. `data_dir`: a cohort to draw the weeks of the
-    top wins and losses from."""
+    or a YAML/JSON file with an `analyze:` key (and optionally `gate:`). `data_dir`: a cohort to
+    draw the weeks of the top wins and losses from. `baseline`: the run directory to compare
+    with (default: the blessed run, else the last good analyze run beside `out_dir`)."""
     out = _run_dir(out_dir)
     data = _cohort(data_dir) if data_dir is not None else None
     settings = _config(config)
     from stethoscope.tasks.analyze.config import AnalyzeConfig
 
-    analyze_config = AnalyzeConfig.model_validate(settings.get("analyze", settings))
+    from stethoscope.tasks.gate.config import GateConfig
+
+    sectioned = "analyze" in settings or "gate" in settings
+    analyze_config = AnalyzeConfig.model_validate(settings.get("analyze", {}) if sectioned
+                                                  else settings)
+    gate = GateConfig.model_validate(settings.get("gate", {}) if sectioned else {})
     _prepare(out)
     from stethoscope.flows.analyze_predictions import analyze_flow
 
     return _result(analyze_flow(_predictions_file(predictions, out), out, analyze_config,
-                                strata=strata, data_dir=data))
+                                strata=strata, data_dir=data, gate=gate,
+                                baseline=Path(baseline) if baseline is not None else None))
 
 
 # --- private helpers ---------------------------------------------------------------------

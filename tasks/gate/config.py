@@ -1,4 +1,4 @@
-"""Configuration and result record of the gate stage (docs/architecture.md §7.5)."""
+"""Configuration and result record of the gate stage (docs/architecture.md §7.4)."""
 
 from __future__ import annotations
 

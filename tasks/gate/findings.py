@@ -1,7 +1,7 @@
 """What the comparison with the reference run says in summary.json: REGRESSION, DATA_DRIFT,
 NO_REFERENCE, and the notes for changes the data cannot tell apart from none.
 
-Severity follows the evidence (docs/architecture.md §7.5): a REGRESSION is an `error` (the run
+Severity follows the evidence (docs/architecture.md §7.4): a REGRESSION is an `error` (the run
 fails, exit 3) when its interval excludes no change and the worsening exceeds its tolerance,
 a `warning` when only the point estimate does; a DATA_DRIFT is a `warning` (the data moved;
 whether the model suffered is what the regressions say), raised only when a corrected test and

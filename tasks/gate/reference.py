@@ -1,4 +1,4 @@
-"""Which run is tonight's reference, and blessing one (docs/architecture.md §7.5).
+"""Which run is tonight's reference, and blessing one (docs/architecture.md §7.4).
 
 In order: the run pinned by the caller (`--baseline RUN_DIR`, the flow's `baseline`); else the
 run blessed for this flow in `<runs>/blessed.json` (`stethoscope bless RUN_DIR`), until

@@ -176,3 +176,34 @@ def test_a_deployed_run_cannot_leave_the_data_roots(prefect_stack: PrefectStack)
     assert flow_run["state"]["type"] == "FAILED"
     assert "outside the allowed roots" in flow_run["state"]["message"]
     assert not (prefect_stack.data_root / "runs").exists()
+
+
+def test_a_deployed_run_compares_itself_with_its_baseline(
+        prefect_stack: PrefectStack, on_demand_run: tuple[dict, Path]) -> None:
+    """Two deployed audit-model runs of one model: the second, pinned to the first through the
+    form's `baseline`, sees every unit turn constant (thresholds) and reports it as a
+    REGRESSION against the first, in summary.json and as the gate-comparison artifact."""
+    _, run_dir = on_demand_run
+    runs = prefect_stack.data_root / "runs-gate"
+    base = {"model_file": str(run_dir / "model" / "model.keras"),
+            "data_dir": str(prefect_stack.cohort), "runs_dir": str(runs),
+            "sequences": {"min_coverage": 0.3}, "gradients": {"max_user_weeks": 8}}
+    runs_made = []
+    for run_id, extra in (("gate-1", {"activations": {"max_user_weeks": 8}}),
+                          ("gate-2", {"baseline": str(runs / "gate-1"), "activations": {
+                              "max_user_weeks": 8, "constant_rtol": 1e6, "constant_atol": 1e6}})):
+        response = prefect_stack.create_run("audit-model", "audit-model",
+                                            {"params": {**base, **extra, "run_id": run_id}})
+        assert response.status_code == 201, response.text
+        flow_run = prefect_stack.wait_for_run(response.json()["id"])
+        assert flow_run["state"]["type"] == "COMPLETED", prefect_stack.log_tail()
+        runs_made.append(flow_run)
+    summary = json.loads((runs / "gate-2" / "summary.json").read_text())
+    reference = summary["comparison"]["reference"]
+    assert reference["run_id"] == "gate-1" and reference["chosen"] == "pinned"
+    assert any(f["code"] == "REGRESSION" and "constant units" in f["message"]
+               for f in summary["findings"])
+    artifacts = prefect_stack.request("POST", "/artifacts/filter", json={
+        "artifacts": {"key": {"any_": ["gate-comparison"]}},
+        "flow_runs": {"id": {"any_": [runs_made[1]["id"]]}}}).json()
+    assert artifacts and any("constant_fraction" in json.dumps(a["data"]) for a in artifacts)
