@@ -99,7 +99,6 @@ def analyze(predictions: pd.DataFrame | str | Path, out_dir: str | Path,
     data = _cohort(data_dir) if data_dir is not None else None
     settings = _config(config)
     from stethoscope.tasks.analyze.config import AnalyzeConfig
-
     from stethoscope.tasks.gate.config import GateConfig
 
     sectioned = "analyze" in settings or "gate" in settings
