@@ -187,6 +187,35 @@ def _baseline(args: argparse.Namespace, out: Path) -> dict[str, str]:
     return {"baseline": str(baseline)}
 
 
+def _compare(args: argparse.Namespace) -> int:
+    data = _cohort(args.data)
+    out = _run_dir(args.out, data)
+    spec = _load_config(args.variants)
+    from stethoscope.flows.parameters import CompareParameters
+    from stethoscope.schemas.errors import UsageError
+
+    unknown = sorted(set(spec) - {"base", "variants", "comparison"})
+    variants = spec.get("variants")
+    if unknown or not isinstance(variants, dict):
+        raise UsageError(f"--variants {args.variants}: expected `base:` (config sections), "
+                         "`variants:` (a mapping of name to the sections it overrides) and "
+                         f"optionally `comparison:`{'; unknown: ' + ', '.join(unknown) if unknown else ''}")
+    params = CompareParameters.model_validate({
+        "data_dir": str(data), "out_dir": str(out), "base": spec.get("base") or {},
+        "variants": [{"name": str(name), "overrides": overrides or {}}
+                     for name, overrides in variants.items()],
+        "seeds": args.seeds, "comparison": spec.get("comparison") or {}})
+    environment.make_prefect_home()
+    from stethoscope.flows.compare_architectures import compare_architectures
+
+    outcome = compare_architectures(params)
+    print(f"\ncomparison: {outcome.comparison_html.resolve()}\n"
+          f"json:       {outcome.comparison_json.resolve()}")
+    for run_id, status in outcome.statuses.items():
+        print(f"  {run_id}: {status}")
+    return EXIT_OK
+
+
 def _bless(args: argparse.Namespace) -> int:
     from stethoscope.tasks.gate.reference import bless
 
@@ -318,6 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cohort directory to draw the weeks of the top wins and losses from")
     p.set_defaults(func=_analyze)
 
+    p = sub.add_parser("compare", parents=[common], help="variants of an architecture side by side",
+                       description="Run the data stages once, then train and audit every "
+                       "variant of --variants (YAML: `base:` config sections, `variants:` name -> "
+                       "the sections it overrides) with the same data, budget and seed; write "
+                       "comparison.json and comparison.html in --out, each variant's run "
+                       "directory beside them.")
+    p.add_argument("--data", required=True, help="cohort directory")
+    p.add_argument("--variants", required=True, metavar="FILE", help="YAML/JSON variants file")
+    p.add_argument("--out", required=True, help="comparison directory to write")
+    p.add_argument("--seeds", type=int, default=1, help="runs per variant (default 1; 2 or "
+                   "more tell every measure's noise)")
+    p.set_defaults(func=_compare)
+
     p = sub.add_parser("bless", parents=[common], help="make a run the reference of later runs",
                        description="Mark a finished run as the reference that later runs of the "
                        "same flow in its runs directory compare with (instead of the last good "
@@ -361,7 +403,7 @@ def _explain(exc: ValidationError, config: str | None) -> str:
 
 def _runs_dir(args: argparse.Namespace) -> Path | None:
     """Where a command's runs go: Prefect's state is kept beside them (environment.py)."""
-    if getattr(args, "out", None) and args.command in ("run", "audit-model", "analyze"):
+    if getattr(args, "out", None) and args.command in ("run", "audit-model", "analyze", "compare"):
         return Path(args.out).parent
     if args.command == "demo":
         return Path(args.dir) / "runs"

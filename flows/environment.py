@@ -18,6 +18,10 @@ DEFAULTS = {
     "PREFECT_SERVER_API_HOST": "127.0.0.1",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "stethoscope",  # our loggers reach the run's logs in the UI
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    # Prefect waits 20 s for its embedded server; on a busy 2-core machine (a training beside
+    # it) it can take longer, and the command then died as a "bug". Measured: 20 s timed out
+    # with a demo and two test runs on the same cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 # Libraries that log at INFO for every call, or at DEBUG whatever the caller wants.
 _CHATTY = ("httpx", "httpcore", "matplotlib", "PIL", "numba", "great_expectations", "urllib3",

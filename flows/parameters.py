@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +27,7 @@ from stethoscope.tasks.labels.config import LabelsConfig
 from stethoscope.tasks.sequences.config import SequencesConfig
 from stethoscope.tasks.train.config import TrainConfig
 from stethoscope.tasks.validate.config import ValidateConfig
+from stethoscope.tasks.variants.config import VariantsConfig
 
 
 class AuditParameters(BaseModel):
@@ -101,3 +103,71 @@ class AuditModelParameters(BaseModel):
     baseline: FormPath | None = Field(
         None, description="run directory to compare with (default: the blessed run, else the "
         "last run of this flow in runs_dir that did not fail)")
+
+
+VARIANT_SECTIONS = ("model", "train", "synthetic", "activations", "gradients", "analyze")
+_RUN_KEYS = ("data_dir", "runs_dir", "run_id", "baseline")
+
+
+class Variant(BaseModel):
+    """One architecture to compare: a name and the config sections it overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=60,
+                      description="variant name (its run directory's name)")
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="sections it changes: " + ", ".join(VARIANT_SECTIONS))
+
+
+class CompareParameters(BaseModel):
+    """The compare-architectures flow: one cohort, its data stages once, several variants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: FormPath = Field(description="cohort directory")
+    out_dir: FormPath = Field(description="comparison directory: data/, one run directory per "
+                              "variant, comparison.json and comparison.html")
+    base: dict[str, Any] = Field(default_factory=dict, description="config sections every "
+                                 "variant starts from (as in a run's --config)")
+    variants: list[Variant] = Field(min_length=2, description="the variants, each trained with "
+                                    "the same data, budget and seed")
+    seeds: int = Field(1, ge=1, le=10, description="runs per variant (train and synthetic seeds "
+                       "0..seeds-1 added to the configured ones)")
+    comparison: VariantsConfig = Field(default_factory=VariantsConfig)
+
+    @model_validator(mode="after")
+    def _valid_variants(self) -> CompareParameters:
+        names = [v.name for v in self.variants]
+        if len(set(names)) < len(names) or "data" in names:
+            raise ValueError(f"variant names must be unique and not 'data': {names}")
+        if set(self.base) & set(_RUN_KEYS):
+            raise ValueError(f"base may not set {sorted(set(self.base) & set(_RUN_KEYS))}: the "
+                             "comparison sets them")
+        for variant in self.variants:
+            data = sorted(set(variant.overrides) - set(VARIANT_SECTIONS))
+            if data:
+                raise ValueError(f"variant {variant.name} overrides {data}: a variant may change "
+                                 f"only {', '.join(VARIANT_SECTIONS)} (the data stages run once)")
+        self.runs()  # every variant's whole configuration must be valid
+        return self
+
+    def runs(self) -> list[tuple[Variant, int, AuditParameters]]:
+        """(variant, seed, its run's parameters) for every variant and seed."""
+        out = []
+        for variant in self.variants:
+            for k in range(self.seeds):
+                config = {section: dict(values) if isinstance(values, dict) else values
+                          for section, values in self.base.items()}
+                for section, values in variant.overrides.items():
+                    config[section] = {**config.get(section, {}), **values}
+                if k:
+                    for section in ("train", "synthetic"):
+                        seed = config.get(section, {}).get("seed", 0)
+                        config[section] = {**config.get(section, {}), "seed": seed + k}
+                run_id = variant.name if self.seeds == 1 else f"{variant.name}-seed{k}"
+                params = AuditParameters.model_validate(
+                    {**config, "data_dir": str(self.data_dir), "runs_dir": str(self.out_dir),
+                     "run_id": run_id, "gate": {"enabled": False}})
+                out.append((variant, k, params))
+        return out

@@ -32,14 +32,8 @@ from stethoscope.tasks.gate.config import COMPARISON_FILE, PROFILE_FILE, GateCon
 from stethoscope.tasks.gate.drift import DriftThresholds, compare_profiles
 from stethoscope.tasks.gate.profile import DataProfile, profile_run, read_profile, write_profile
 from stethoscope.tasks.gate.reference import Reference, find_reference
-from stethoscope.tasks.gate.regressions import (
-    PAIRED_METHOD,
-    SCORE_COLUMNS,
-    UNPAIRED_METHOD,
-    ModelFacts,
-    model_changes,
-    score_changes,
-)
+from stethoscope.tasks.gate.regressions import ModelFacts, model_changes, score_changes
+from stethoscope.tasks.shared.score_deltas import PAIRED_METHOD, SCORE_COLUMNS, UNPAIRED_METHOD
 
 log = logging.getLogger("stethoscope.gate")
 

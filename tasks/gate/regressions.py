@@ -1,15 +1,8 @@
 """Model regressions: this run's model against the reference run's, each change with its evidence.
 
 Scores (AUROC and AUPRC per task) come from each run's evaluated rows
-(`analysis/baseline_scores.parquet`: user_id, week_start, task, y_true, y_score):
-- **paired** when the same user-weeks were scored in both runs (at least
-  `min_paired_share` of each run's rows, with the same label): the two scores of a user-week
-  are compared on every user-level bootstrap resample of the common rows, and the interval of
-  the difference is BCa (tasks/shared/bootstrap.py), as for the network's gain over its
-  baseline in the analyze stage;
-- **unpaired** otherwise: each run's users are resampled on their own, the difference of the
-  two metrics is taken resample by resample, and the interval is the percentile interval of
-  those differences (independent samples: the variance of a difference is the sum).
+(`analysis/baseline_scores.parquet`), compared paired by user-week where the same user-weeks
+were scored in both runs and unpaired otherwise (tasks/shared/score_deltas.py).
 
 The other measures have no sampling interval here, so they can only ever be a point
 regression (a warning): a synthetic target's R² dropping by more than `r2_tolerance`; a layer's
@@ -35,14 +28,7 @@ from stethoscope.schemas.summary import (
     SyntheticResult,
 )
 from stethoscope.tasks.gate.config import GateConfig
-from stethoscope.tasks.shared.bootstrap import bca_interval, replicate
-from stethoscope.tasks.shared.stats import RankedScores
-
-SCORE_COLUMNS = ["user_id", "week_start", "task", "y_true", "y_score"]
-PAIRED_METHOD = ("paired: BCa over user-level bootstrap resamples of the user-weeks scored "
-                 "in both runs")
-UNPAIRED_METHOD = ("unpaired: percentile interval of the difference of independent "
-                   "user-level bootstrap resamples of each run")
+from stethoscope.tasks.shared.score_deltas import score_deltas
 
 
 @dataclass(frozen=True)
@@ -75,126 +61,15 @@ def verdict(delta: float | None, ci: tuple[float, float] | None, tolerance: floa
 
 def score_changes(reference: pd.DataFrame, current: pd.DataFrame,
                   config: GateConfig) -> list[MetricChange]:
-    """AUROC and AUPRC per task present in either run, current - reference."""
-    rng = np.random.default_rng(config.seed)
-    changes = []
-    tasks = sorted(set(reference["task"]) | set(current["task"]))
-    for task in tasks:
-        ref = reference[reference["task"] == task]
-        cur = current[current["task"] == task]
-        if ref.empty or cur.empty:
-            for measure in ("auroc", "auprc"):
-                changes.append(MetricChange(
-                    measure=measure, subject=task, reference=None, current=None, delta=None,
-                    verdict="not_comparable",
-                    detail="scored only " + ("tonight" if ref.empty else "in the reference run")))
-            continue
-        common = _common_rows(ref, cur)
-        share = len(common) / max(len(ref), len(cur))
-        if share >= config.min_paired_share:
-            changes += _paired(task, common, config, rng)
-        else:
-            changes += _unpaired(task, ref, cur, config, rng)
-    return changes
-
-
-def _common_rows(ref: pd.DataFrame, cur: pd.DataFrame) -> pd.DataFrame:
-    """User-weeks scored in both runs with the same label: y_score_ref, y_score_cur."""
-    keys = ["user_id", "week_start"] if _has_weeks(ref) and _has_weeks(cur) else ["user_id"]
-    if keys == ["user_id"] and (ref["user_id"].duplicated().any()
-                                or cur["user_id"].duplicated().any()):
-        return ref.iloc[0:0].assign(y_score_ref=[], y_score_cur=[])  # no way to pair rows
-    merged = ref[[*keys, "y_true", "y_score"]].merge(
-        cur[[*keys, "y_true", "y_score"]], on=[*keys, "y_true"], suffixes=("_ref", "_cur"))
-    return merged
-
-
-def _has_weeks(frame: pd.DataFrame) -> bool:
-    return "week_start" in frame.columns and frame["week_start"].notna().all()
-
-
-def _user_index(users: pd.Series) -> np.ndarray:
-    return pd.factorize(users)[0]
-
-
-def _paired(task: str, rows: pd.DataFrame, config: GateConfig,
-            rng: np.random.Generator) -> list[MetricChange]:
-    y = rows["y_true"].to_numpy(dtype=bool)
-    users = _user_index(rows["user_id"])
-    ref, cur = RankedScores(rows["y_score_ref"].to_numpy(float), y), \
-        RankedScores(rows["y_score_cur"].to_numpy(float), y)
-    ref_users, cur_users = ref.sort(users), cur.sort(users)
-
-    def statistic(counts: np.ndarray) -> np.ndarray:
-        a = ref.groups(counts[:, ref_users])
-        b = cur.groups(counts[:, cur_users])
-        auroc_ref, auroc_cur = a.auroc(), b.auroc()
-        auprc_ref, auprc_cur = a.average_precision(), b.average_precision()
-        return np.vstack([auroc_ref, auroc_cur, auroc_cur - auroc_ref,
-                          auprc_ref, auprc_cur, auprc_cur - auprc_ref])
-
-    reps = replicate(statistic, int(users.max()) + 1, len(rows), config.num_bootstrap, rng)
-    enough = _both_classes(users, y)
-    changes = []
-    for base, measure, tolerance in ((0, "auroc", config.auroc_tolerance),
-                                     (3, "auprc", config.auprc_tolerance)):
-        delta = float(reps.observed[base + 2])
-        ci = (bca_interval(delta, reps.draws[base + 2], reps.jackknife[base + 2], config.alpha)
-              if enough and np.isfinite(delta) else None)
-        changes.append(MetricChange(
-            measure=measure, subject=task, reference=_finite(reps.observed[base]),
-            current=_finite(reps.observed[base + 1]), delta=_finite(delta), delta_ci=ci,
-            paired=True, n_users=int(users.max()) + 1, tolerance=tolerance,
-            verdict=verdict(_finite(delta), ci, tolerance),
-            detail=f"{len(rows):,} user-weeks scored in both runs"))
-    return changes
-
-
-def _unpaired(task: str, ref_rows: pd.DataFrame, cur_rows: pd.DataFrame, config: GateConfig,
-              rng: np.random.Generator) -> list[MetricChange]:
-    draws, observed, enough = [], [], True
-    for rows in (ref_rows, cur_rows):
-        y = rows["y_true"].to_numpy(dtype=bool)
-        users = _user_index(rows["user_id"])
-        ranked = RankedScores(rows["y_score"].to_numpy(float), y)
-        ranked_users = ranked.sort(users)
-
-        def statistic(counts: np.ndarray, ranked: RankedScores = ranked,
-                      ranked_users: np.ndarray = ranked_users) -> np.ndarray:
-            groups = ranked.groups(counts[:, ranked_users])
-            return np.vstack([groups.auroc(), groups.average_precision()])
-
-        reps = replicate(statistic, int(users.max()) + 1, len(rows), config.num_bootstrap, rng,
-                         max_groups=2)
-        draws.append(reps.draws)
-        observed.append(reps.observed)
-        enough = enough and _both_classes(users, y)
-    changes = []
-    for index, measure, tolerance in ((0, "auroc", config.auroc_tolerance),
-                                      (1, "auprc", config.auprc_tolerance)):
-        delta = float(observed[1][index] - observed[0][index])
-        diff = draws[1][index] - draws[0][index]
-        diff = diff[np.isfinite(diff)]
-        ci = None
-        if enough and np.isfinite(delta) and diff.size >= 0.9 * config.num_bootstrap:
-            low, high = np.quantile(diff, [config.alpha / 2, 1 - config.alpha / 2])
-            ci = (float(low), float(high))
-        changes.append(MetricChange(
-            measure=measure, subject=task, reference=_finite(observed[0][index]),
-            current=_finite(observed[1][index]), delta=_finite(delta), delta_ci=ci,
-            paired=False, n_users=int(cur_rows["user_id"].nunique()), tolerance=tolerance,
-            verdict=verdict(_finite(delta), ci, tolerance),
-            detail=f"{len(ref_rows):,} user-weeks in the reference run, {len(cur_rows):,} tonight"))
-    return changes
-
-
-def _both_classes(users: np.ndarray, y: np.ndarray, at_least: int = 3) -> bool:
-    """Enough users of each class for a bootstrap interval (tasks/shared/bootstrap.py)."""
-    return min(len(np.unique(users[y])), len(np.unique(users[~y]))) >= at_least
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+    """AUROC and AUPRC per task present in either run, current - reference, with verdicts."""
+    tolerance = {"auroc": config.auroc_tolerance, "auprc": config.auprc_tolerance}
+    return [MetricChange(
+        measure=d.measure, subject=d.task, reference=d.reference, current=d.current,
+        delta=d.delta, delta_ci=d.ci, paired=d.paired, n_users=d.n_users,
+        tolerance=None if d.delta is None else tolerance[d.measure],
+        verdict=verdict(d.delta, d.ci, tolerance[d.measure]), detail=d.detail)
+        for d in score_deltas(reference, current, config.num_bootstrap, config.alpha,
+                              config.min_paired_share, np.random.default_rng(config.seed))]
 
 
 # --- the model's other measures -------------------------------------------------------------

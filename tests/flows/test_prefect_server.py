@@ -14,14 +14,15 @@ import pytest
 import yaml
 
 from stethoscope.flows.nightly_audit import AuditParameters
-from stethoscope.flows.parameters import AuditModelParameters
+from stethoscope.flows.parameters import AuditModelParameters, CompareParameters
 from stethoscope.flows.simulate_cohort import SimulateCohortParameters
 from tests.flows.conftest import PROJECT, TINY_SETTINGS, PrefectStack
 
 pytestmark = pytest.mark.integration
 
 DEPLOYMENTS = {"nightly-model-audit": "nightly-model-audit", "audit-on-demand": "nightly-model-audit",
-               "audit-model": "audit-model", "simulate-cohort": "simulate-cohort"}
+               "audit-model": "audit-model", "simulate-cohort": "simulate-cohort",
+               "compare-architectures": "compare-architectures"}
 
 
 def test_prefect_yaml_defaults_are_valid_parameters() -> None:
@@ -35,6 +36,7 @@ def test_prefect_yaml_defaults_are_valid_parameters() -> None:
     AuditModelParameters.model_validate(
         {**by_name["audit-model"]["parameters"]["params"], "model_file": "m.keras", "run_id": "x"})
     SimulateCohortParameters.model_validate(by_name["simulate-cohort"]["parameters"]["params"])
+    CompareParameters.model_validate(by_name["compare-architectures"]["parameters"]["params"])
     [schedule] = by_name["nightly-model-audit"]["schedules"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"]
 
@@ -207,3 +209,27 @@ def test_a_deployed_run_compares_itself_with_its_baseline(
         "artifacts": {"key": {"any_": ["gate-comparison"]}},
         "flow_runs": {"id": {"any_": [runs_made[1]["id"]]}}}).json()
     assert artifacts and any("constant_fraction" in json.dumps(a["data"]) for a in artifacts)
+
+
+def test_a_deployed_comparison_of_two_tiny_variants(prefect_stack: PrefectStack) -> None:
+    """compare-architectures from the API with two tiny variants: both run directories, the
+    comparison files and the variant-comparison artifact."""
+    out = prefect_stack.data_root / "compare"
+    base = {key: value for key, value in TINY_SETTINGS.items()}
+    params = {"data_dir": str(prefect_stack.cohort), "out_dir": str(out), "base": base,
+              "variants": [{"name": "relu", "overrides": {"model": {"activation": "relu"}}},
+                           {"name": "tanh", "overrides": {"model": {"activation": "tanh"}}}],
+              "comparison": {"num_bootstrap": 200}}
+    response = prefect_stack.create_run("compare-architectures", "compare-architectures",
+                                        {"params": params})
+    assert response.status_code == 201, response.text
+    flow_run = prefect_stack.wait_for_run(response.json()["id"])
+    assert flow_run["state"]["type"] == "COMPLETED", prefect_stack.log_tail()
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert [v["name"] for v in comparison["variants"]] == ["relu", "tanh"]
+    assert (out / "relu" / "report.html").is_file() and (out / "tanh" / "summary.json").is_file()
+    assert (out / "relu" / "sequences").is_symlink()
+    artifacts = prefect_stack.request("POST", "/artifacts/filter", json={
+        "artifacts": {"key": {"any_": ["variant-comparison"]}},
+        "flow_runs": {"id": {"any_": [flow_run["id"]]}}}).json()
+    assert len(artifacts) == 1

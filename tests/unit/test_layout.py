@@ -20,7 +20,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 STAGES = {
     "validate": True, "labels": True, "sequences": True, "train": True, "inspect": True,
     "audits/synthetic": True, "audits/activations": True, "audits/gradients": True,
-    "analyze": True, "gate": True, "report": True, "cohorts/simulate": True,
+    "analyze": True, "gate": True, "report": True, "cohorts/simulate": True, "variants": True,
     "cohorts/import_csv": False,
 }
 
