@@ -83,6 +83,15 @@ class _ThreadTimeoutNotice(logging.Filter):
         return "running in a worker thread" not in record.getMessage()
 
 
+class _OutputRecordHooks(logging.Filter):
+    """Prefect logs two lines for every state hook it runs; the policy's hooks that record a
+    stage's outputs (tasks/shared/policy.py) run for every stage and say nothing worth reading."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("hook 'record_outputs'" in message or "hook 'forget_outputs'" in message)
+
+
 class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a line is logged (a test's capture, a notebook's
     redirect), never to a stream that was replaced and closed since."""
@@ -106,6 +115,7 @@ def configure_logging(verbosity: Verbosity = "normal") -> None:
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+    logging.getLogger("prefect.task_runs").addFilter(_OutputRecordHooks())
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NO_TRACEBACK_FOR_BAD_INPUT)
     if verbosity == "quiet":

@@ -31,7 +31,6 @@ import functools
 import hashlib
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
+from stethoscope.schemas.atomic import staging_dir, write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.sequence_store import (
     CHANNELS,
@@ -262,9 +261,7 @@ def _week_rows(binned: BinnedWeeks, weeks: np.ndarray, split: np.ndarray) -> pa.
 @contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A hidden sibling of `out_dir` that replaces it when the block succeeds."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                    dir=out_dir.parent))
+    staging = staging_dir(out_dir, "sequences")
     try:
         yield staging
         if out_dir.exists():
