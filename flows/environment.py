@@ -41,15 +41,23 @@ def make_prefect_home() -> None:
         Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
+def _bad_input(exc: BaseException | None) -> bool:
+    """A data-contract or usage error, or a disk or path no retry mends (schemas/errors.py):
+    its message already says what and where, so no traceback."""
+    from stethoscope.schemas.errors import StethoscopeError, permanent_filesystem_error
+
+    if exc is None:
+        return False
+    return isinstance(exc, StethoscopeError) or permanent_filesystem_error(exc) is not None
+
+
 class _RunFormatter(logging.Formatter):
     """`time LEVEL logger [task run]: message`; the task run when Prefect logged the line. A
     failure that is a data-contract or usage error (exit 2) is shown without its traceback:
     its message already names the file, column, rule and fix. Any other keeps it (a bug)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from stethoscope.schemas.errors import StethoscopeError
-
-        if record.exc_info and isinstance(record.exc_info[1], StethoscopeError):
+        if record.exc_info and _bad_input(record.exc_info[1]):
             record = logging.makeLogRecord({**record.__dict__, "exc_info": None,
                                             "exc_text": None})
         run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
@@ -64,9 +72,7 @@ class _NoTracebackForBadInput(logging.Filter):
     (docs/architecture.md §5.4: no traceback on exit 2). Any other exception keeps it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from stethoscope.schemas.errors import StethoscopeError
-
-        if record.exc_info and isinstance(record.exc_info[1], StethoscopeError):
+        if record.exc_info and _bad_input(record.exc_info[1]):
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -30,7 +30,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from stethoscope.schemas.atomic import write_json_atomic
-from stethoscope.schemas.errors import StethoscopeError
+from stethoscope.schemas.errors import StethoscopeError, permanent_filesystem_error
 from stethoscope.tasks.shared import outputs as written
 
 log = logging.getLogger("stethoscope.policy")
@@ -43,7 +43,9 @@ _PERMANENT: tuple[type[BaseException], ...] = (StethoscopeError, FileNotFoundErr
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _PERMANENT):
+    """Worth another attempt: an OSError, a timeout..., but not one of the filesystem errors no
+    retry mends (read-only or full disk, not a directory, no permission: schemas/errors.py)."""
+    if isinstance(exc, _PERMANENT) or permanent_filesystem_error(exc) is not None:
         return False
     return isinstance(exc, _TRANSIENT)
 
