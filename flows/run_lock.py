@@ -2,15 +2,17 @@
 
 Two flows writing one run directory would interleave their files, and whichever finished last
 would leave a summary that describes neither. So every flow that writes a run directory takes
-an exclusive `fcntl.flock` on `<run>/.lock` for its whole body (`writes_run`, one decorator under
-`@flow`: the command line, the Python API and a deployment's worker all go through it). A second
-flow on the same run id fails at once with a `UsageError` (exit 2) naming the directory and the
-process that holds it.
+an exclusive `fcntl.flock` on `<runs>/.<run_id>.lock` for its whole body (`writes_run`, one
+decorator under `@flow`: the command line, the Python API and a deployment's worker all go
+through it). A second flow on the same run id fails at once with a `UsageError` (exit 2) naming
+the directory and the process that holds it.
 
 Why flock: the kernel drops the lock when its process dies, however it dies (kill -9, a crashed
 worker), so a stale lock never blocks a resume; the file stays, holding the last holder's PID
 for the message. The file is never deleted: deleting it while another process opens it would let
-two processes each lock a different file of the same name.
+two processes each lock a different file of the same name. It sits beside the run directory, not
+in it: a run refused before it writes (a missing cohort) leaves no run directory behind, and a
+run directory deleted by hand during a run does not take the lock with it.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from stethoscope.schemas.errors import UsageError
 
-LOCK_FILE = ".lock"
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -39,6 +39,11 @@ R = TypeVar("R")
 # a flow calling another flow on the same run (or a retried flow in-process) does not lock itself out.
 _HELD: dict[Path, list[int]] = {}
 _HELD_LOCK = threading.Lock()
+
+
+def lock_file(run_dir: Path) -> Path:
+    """`<runs>/.<run_id>.lock`: the lock of the run directory `<runs>/<run_id>`."""
+    return run_dir.parent / f".{run_dir.name}.lock"
 
 
 @contextmanager
@@ -86,8 +91,8 @@ def writes_run(run_dir_of: Callable[[dict[str, Any]], Path]) -> Callable[[Callab
 
 
 def _acquire(run_dir: Path) -> int:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file(run_dir), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
