@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import flow
 
 from stethoscope.flows.parameters import RunOutcome
+from stethoscope.flows.run_lock import writes_run
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.tasks.analyze.config import AnalyzeConfig
 from stethoscope.tasks.analyze.task import analyze_task
@@ -22,6 +23,7 @@ from stethoscope.tasks.shared.policy import stage_options
 
 
 @flow(name="analyze-predictions", log_prints=True)
+@writes_run(lambda args: Path(args["run_dir"]))
 def analyze_flow(predictions_file: Path, run_dir: Path, config: AnalyzeConfig | None = None,
                  strata: list[str] | None = None, data_dir: Path | None = None,
                  gate: GateConfig | None = None, baseline: Path | None = None) -> RunOutcome:

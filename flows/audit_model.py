@@ -17,6 +17,7 @@ from prefect import flow
 
 from stethoscope.flows.parameters import AuditModelParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
+from stethoscope.flows.run_lock import writes_run
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.schemas.outcome import Reportable
 from stethoscope.tasks.audits.activations.task import activations_task
@@ -33,6 +34,7 @@ MINUTE = 60
 
 
 @flow(name="audit-model", log_prints=True, validate_parameters=True)
+@writes_run(lambda args: Path(args["params"].runs_dir) / args["params"].run_id)
 def audit_model_flow(params: AuditModelParameters) -> RunOutcome:
     started_at = datetime.now(UTC)
     run = RunPaths(Path(params.runs_dir) / params.run_id)

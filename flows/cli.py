@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "quiet" if args.quiet else "verbose" if args.verbose else "normal")
     from pydantic import ValidationError
 
-    from stethoscope.schemas.errors import StethoscopeError
+    from stethoscope.schemas.errors import StethoscopeError, permanent_filesystem_error
 
     try:
         return args.func(args)
@@ -448,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     except StethoscopeError as exc:
         print(f"stethoscope {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception:  # the last resort: say it is a bug, keep the traceback
+    except Exception as exc:  # the last resort: say it is a bug, keep the traceback
+        if (problem := permanent_filesystem_error(exc)) is not None:
+            # a disk or a path that no retry mends is unusable input, not a bug
+            print(f"stethoscope {args.command}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
         traceback.print_exc()
         print(f"stethoscope {args.command}: unexpected error (a bug; please report it)", file=sys.stderr)
         return EXIT_CRASH

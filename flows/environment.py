@@ -45,15 +45,23 @@ def make_prefect_home() -> None:
         Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
+def _bad_input(exc: BaseException | None) -> bool:
+    """A data-contract or usage error, or a disk or path no retry mends (schemas/errors.py):
+    its message already says what and where, so no traceback."""
+    from stethoscope.schemas.errors import StethoscopeError, permanent_filesystem_error
+
+    if exc is None:
+        return False
+    return isinstance(exc, StethoscopeError) or permanent_filesystem_error(exc) is not None
+
+
 class _RunFormatter(logging.Formatter):
     """`time LEVEL logger [task run]: message`; the task run when Prefect logged the line. A
     failure that is a data-contract or usage error (exit 2) is shown without its traceback:
     its message already names the file, column, rule and fix. Any other keeps it (a bug)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from stethoscope.schemas.errors import StethoscopeError
-
-        if record.exc_info and isinstance(record.exc_info[1], StethoscopeError):
+        if record.exc_info and _bad_input(record.exc_info[1]):
             record = logging.makeLogRecord({**record.__dict__, "exc_info": None,
                                             "exc_text": None})
         run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
@@ -68,9 +76,7 @@ class _NoTracebackForBadInput(logging.Filter):
     (docs/architecture.md §5.4: no traceback on exit 2). Any other exception keeps it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from stethoscope.schemas.errors import StethoscopeError
-
-        if record.exc_info and isinstance(record.exc_info[1], StethoscopeError):
+        if record.exc_info and _bad_input(record.exc_info[1]):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -85,6 +91,15 @@ class _ThreadTimeoutNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "running in a worker thread" not in record.getMessage()
+
+
+class _OutputRecordHooks(logging.Filter):
+    """Prefect logs two lines for every state hook it runs; the policy's hooks that record a
+    stage's outputs (tasks/shared/policy.py) run for every stage and say nothing worth reading."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("hook 'record_outputs'" in message or "hook 'forget_outputs'" in message)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -110,6 +125,7 @@ def configure_logging(verbosity: Verbosity = "normal") -> None:
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+    logging.getLogger("prefect.task_runs").addFilter(_OutputRecordHooks())
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NO_TRACEBACK_FOR_BAD_INPUT)
     if verbosity == "quiet":

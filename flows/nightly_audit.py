@@ -16,6 +16,7 @@ from prefect import flow
 
 from stethoscope.flows.parameters import AuditParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
+from stethoscope.flows.run_lock import writes_run
 from stethoscope.schemas.layout import CohortPaths
 from stethoscope.schemas.outcome import Reportable
 from stethoscope.tasks.analyze.task import analyze_task
@@ -35,6 +36,7 @@ MINUTE = 60
 
 
 @flow(name="nightly-model-audit", log_prints=True, validate_parameters=True)
+@writes_run(lambda args: args["params"].run_paths().root)
 def nightly_audit(params: AuditParameters) -> RunOutcome:
     """Audit a cohort and the model trained on it; write summary.json and report.html."""
     started_at = datetime.now(UTC)

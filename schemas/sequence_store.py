@@ -9,7 +9,8 @@ Layout under `<run>/sequences/`:
                            float32 arrays [n, T, C]; a shard holds user-weeks of one split only;
                            index rows point at (shard file name, row)
     stats.json             StoreStats below: T, channels, bin width, standardisation
-                           statistics (from the train split only), targets, conditions
+                           statistics (from the train split only), targets, conditions,
+                           the crc32 of every shard file
     excluded.parquet       EXCLUDED below: the user-weeks left out (coverage too low), listed
 
 Shards are read with `numpy.load(mmap_mode="r")`, so memory stays bounded by a batch.
@@ -72,6 +73,9 @@ class StoreStats(BaseModel):
     targets: list[str]
     conditions: list[str]
     counts: dict[str, int]  # user-weeks per split
+    # shard file name -> crc32 of the file as written ("crc32:<8 hex>"), checked by the reader;
+    # empty in stores written before checksums (and by hand in tests)
+    shard_checksums: dict[str, str] = {}
 
 
 class StorePaths(BaseModel):

@@ -31,7 +31,6 @@ import functools
 import hashlib
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
+from stethoscope.schemas.atomic import staging_dir, write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.sequence_store import (
     CHANNELS,
@@ -58,7 +57,7 @@ from stethoscope.tasks.sequences.index import PLACES, build_index
 from stethoscope.tasks.shared import kernels
 from stethoscope.tasks.shared.calendar import US_PER_DAY, US_PER_SECOND, to_local_us
 from stethoscope.tasks.shared.io import list_parquet_files
-from stethoscope.tasks.shared.store_writer import Moments, ShardWriter
+from stethoscope.tasks.shared.store_writer import Moments, ShardWriter, shard_checksum
 from stethoscope.tasks.shared.user_chunks import UserChunk, map_chunks
 from stethoscope.tasks.shared.users import read_users
 
@@ -189,7 +188,8 @@ def build_sequences(
                 rule="empty_train_split", file=str(user_weeks_file),
                 message=f"none of the {places.num_rows} stored user-weeks is in the train split.",
                 fix="add users, lower min_coverage, or change split_seed / split_fractions")])
-        num_shards = len(writer.finish(hr, steps, config.workers))
+        shard_names = writer.finish(hr, steps, config.workers)
+        num_shards = len(shard_names)
         index, fixed = build_index(places, users, user_weeks_file, labels_file)
         stats = StoreStats(
             num_steps=config.num_steps,
@@ -198,7 +198,8 @@ def build_sequences(
             metadata_features=list(METADATA_FEATURES),
             heart_rate_mean=hr.mean, heart_rate_std=hr.std,
             log_steps_mean=steps.mean, log_steps_std=steps.std,
-            counts=dict(writer.counts), **fixed)
+            counts=dict(writer.counts), **fixed,
+            shard_checksums={n: shard_checksum(store.shard(n)) for n in shard_names})
         write_parquet_atomic(index, store.index)
         write_json_atomic(stats.model_dump(), store.stats)
         write_parquet_atomic(excluded, store.excluded)
@@ -262,9 +263,7 @@ def _week_rows(binned: BinnedWeeks, weeks: np.ndarray, split: np.ndarray) -> pa.
 @contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A hidden sibling of `out_dir` that replaces it when the block succeeds."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                    dir=out_dir.parent))
+    staging = staging_dir(out_dir, "sequences")
     try:
         yield staging
         if out_dir.exists():

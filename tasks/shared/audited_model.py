@@ -20,6 +20,7 @@ store format; tasks/shared/store.py `iter_store_batches` reads the batches from 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ def load_audit_model(
 ) -> keras.Model:
     """Load a saved Keras model in safe mode (no Lambda layers, no arbitrary code) and check that
     the audits can use it (`check_audit_model`)."""
+    _refuse_broken_archive(Path(path))
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # unreadable file, unsafe lambda, unknown custom layer
@@ -64,6 +66,20 @@ def load_audit_model(
         ) from exc
     check_audit_model(model, output_layer, num_channels, source=str(path))
     return model
+
+
+def _refuse_broken_archive(path: Path) -> None:
+    """A .keras file is a zip archive. One cut short (a copy interrupted, a full disk) makes
+    Keras report "File not found" or Lambda layers; say what it is instead."""
+    if path.suffix == ".keras" and path.is_file() and not zipfile.is_zipfile(path):
+        raise DataContractError(
+            f"audits: model file {path} is truncated or not a Keras archive",
+            [Problem(rule="model_truncated", file=str(path),
+                     message=f"model file {path} is truncated or not a Keras archive: "
+                     f"{path.stat().st_size:,} bytes without a zip directory.",
+                     fix="Copy or save the model again (model.save('model.keras')); for a "
+                         "model trained by a run, delete <run>/model/model.keras and re-run "
+                         "the same run id to retrain it.")])
 
 
 def check_audit_model(

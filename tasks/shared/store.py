@@ -19,6 +19,7 @@ from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.sequence_store import INDEX, StorePaths, StoreStats
 from stethoscope.tasks.shared.audited_model import sequence_index
 from stethoscope.tasks.shared.progress import log_every
+from stethoscope.tasks.shared.store_writer import shard_checksum
 
 log = logging.getLogger("stethoscope.audits")
 
@@ -125,7 +126,7 @@ def open_store(root: Path, model_config: ModelConfig | None = None, stage: str =
     index = pq.read_table(paths.index)
     _check_store(paths, stats, index, model_config, stage)
     names = sorted(set(index.column("shard").to_pylist()))
-    shards = tuple(np.load(paths.shard(name), mmap_mode="r") for name in names)
+    shards = _load_shards(paths, names, stats, stage)
     bad = [Problem("shard_shape", f"shape {s.shape}, dtype {s.dtype}; expected [n, "
                    f"{stats.num_steps}, {len(stats.channels)}] float32.", "Re-run the sequences "
                    "stage.", file=str(paths.shard(name)))
@@ -145,6 +146,38 @@ def open_store(root: Path, model_config: ModelConfig | None = None, stage: str =
     splits = {name: _split(index, np.flatnonzero(split_column == name), shard_ids, stats)
               for name in ("train", "val", "test")}
     return Store(stats=stats, shards=shards, splits=splits)
+
+
+def _load_shards(paths: StorePaths, names: list[str], stats: StoreStats,
+                 stage: str) -> tuple[np.ndarray, ...]:
+    """The shards, memory-mapped, once each matches the checksum stats.json recorded for it;
+    every missing, truncated or changed shard named at once (never numpy's "mmap length is
+    greater than file size")."""
+    fix = (f"Delete the sequence store {paths.root} and re-run the run (the sequences stage "
+           "rebuilds it), or re-run with the same run id, which notices the change")
+    shards, problems = [], []
+    for name in names:
+        path = paths.shard(name)
+        recorded = stats.shard_checksums.get(name)
+        if not path.is_file():
+            problems.append(Problem("shard_missing", "the shard file does not exist.", fix,
+                                    file=str(path)))
+            continue
+        if recorded is not None and shard_checksum(path) != recorded:
+            problems.append(Problem("shard_checksum", f"its content ({path.stat().st_size} "
+                                    "bytes) does not match the checksum recorded in stats.json "
+                                    "when it was written: truncated or corrupted.", fix,
+                                    file=str(path)))
+            continue
+        try:
+            shards.append(np.load(path, mmap_mode="r"))
+        except (ValueError, OSError, EOFError) as exc:  # a store without checksums
+            problems.append(Problem("shard_unreadable", f"not a readable .npy shard ({exc}).",
+                                    fix, file=str(path)))
+    if problems:
+        raise DataContractError(f"{stage}: the sequence store {paths.root} has broken shards",
+                                problems)
+    return tuple(shards)
 
 
 def _split(index: pa.Table, at: np.ndarray, shard_ids: np.ndarray, stats: StoreStats) -> Split:

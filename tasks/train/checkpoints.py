@@ -6,6 +6,11 @@ the model with its optimizer state to `checkpoints/epoch-NNN.keras`, then writes
 Early stopping lives in that JSON because Keras' EarlyStopping and BackupAndRestore forget their
 state on restart. A checkpoint resumes only a run with the same `run_fingerprint`
 (architecture and heads of every phase). `save_model` writes a .keras file atomically.
+
+The JSON also records the size and sha256 of its model file. A checkpoint whose JSON cannot be
+read, whose model file is missing, of another size or content, or not a zip archive (a disk
+that lost the tail of a file, a copy cut short) is skipped for the newest intact one, with a
+warning naming it, and moved aside to `checkpoints/corrupt/`, never deleted: it is evidence.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -58,16 +64,20 @@ class Checkpoints:
         return self.root / f"epoch-{epoch:03d}.keras"
 
     def latest(self) -> CheckpointState | None:
-        """The newest complete checkpoint (its JSON exists, so its model was saved first)."""
+        """The newest complete and intact checkpoint (its JSON exists, so its model was saved
+        first, and the model file is the one the JSON records); broken ones are set aside."""
         for state_file in sorted(self.root.glob("epoch-*.json"), key=_epoch_of, reverse=True):
-            state = json.loads(state_file.read_text())
-            if self.model_path(state["epoch"]).exists():
-                return CheckpointState(**{**state, "history": tuple(state["history"])})
+            state, problem = self._read(state_file)
+            if state is not None:
+                return state
+            if problem is not None:
+                self._set_aside(state_file, problem)
         return None
 
     def save(self, model: keras.Model, state: CheckpointState) -> None:
         path = save_model(model, self.model_path(state.epoch))
-        write_json_atomic(asdict(state), path.with_suffix(".json"))
+        write_json_atomic({**asdict(state), "model_file": {
+            "bytes": path.stat().st_size, "sha256": _sha256(path)}}, path.with_suffix(".json"))
         keep = {state.best_epoch, *sorted(self._epochs())[-self.keep:]}
         for epoch in self._epochs() - keep:
             self.model_path(epoch).with_suffix(".json").unlink(missing_ok=True)
@@ -75,6 +85,45 @@ class Checkpoints:
 
     def _epochs(self) -> set[int]:
         return {_epoch_of(p) for p in self.root.glob("epoch-*.json")}
+
+    def _read(self, state_file: Path) -> tuple[CheckpointState | None, str | None]:
+        """(state, None) when intact; (None, why) when broken; (None, None) when its model was
+        never saved (an epoch of an older run, pruned)."""
+        try:
+            state = json.loads(state_file.read_text())
+            recorded = state.pop("model_file", None)
+            checkpoint = CheckpointState(**{**state, "history": tuple(state["history"])})
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            return None, f"its state file cannot be read ({type(exc).__name__}: {exc})"
+        model = self.model_path(checkpoint.epoch)
+        if not model.exists():
+            return None, None
+        if recorded and model.stat().st_size != recorded["bytes"]:
+            return None, (f"{model.name} has {model.stat().st_size} bytes, "
+                          f"{recorded['bytes']} were saved")
+        if not zipfile.is_zipfile(model):
+            return None, f"{model.name} is truncated or not a Keras archive"
+        if recorded and _sha256(model) != recorded["sha256"]:
+            return None, f"{model.name} changed since it was saved (checksum)"
+        return checkpoint, None
+
+    def _set_aside(self, state_file: Path, problem: str) -> None:
+        """Move a broken checkpoint's files to checkpoints/corrupt/ (kept, never deleted)."""
+        aside = self.root / "corrupt"
+        aside.mkdir(exist_ok=True)
+        for path in (state_file, state_file.with_suffix(".keras")):
+            if path.exists():
+                os.replace(path, aside / path.name)
+        log.warning("train: checkpoint %s is broken (%s): skipped for an older intact one, "
+                    "moved to %s", state_file.with_suffix(".keras"), problem, aside)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _epoch_of(state_file: Path) -> int:

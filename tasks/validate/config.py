@@ -49,6 +49,9 @@ class ValidationResult:
     gx_success: bool | None
     warnings: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # validate/findings.py
+    # rows probably held by files that could not be read at all (their share of the cohort's
+    # bytes); counted in quarantined_share, never in rows_in
+    rows_in_rejected_files_estimated: int = 0
 
     @property
     def report(self) -> Path:

@@ -22,7 +22,9 @@ import os
 import shutil
 import zoneinfo
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stethoscope.schemas.atomic import write_json_atomic
+from stethoscope.schemas.atomic import staging_dir, write_json_atomic
 from stethoscope.schemas.devices import DEVICE_CATALOG
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.layout import CohortPaths, RunPaths
@@ -61,34 +63,35 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
     users = load_users(cohort.users)
     conditions = check_labels(cohort.labels, users["user_id"])
     files = _sensor_files(cohort)
-    # Write a hidden sibling run directory, move its validation/ into place when complete.
-    staged = RunPaths(run.root.parent / f".{run.root.name}.validate-partial")
-    shutil.rmtree(staged.root, ignore_errors=True)
     now = config.now or datetime.now(UTC)
+    # Write a hidden sibling run directory of this attempt, move its validation/ into place
+    # when complete (schemas/atomic.py staging_dir: a retry never shares an earlier attempt's).
+    with _staged(run) as staged:
+        checks = [_check(p, cohort) for p in files]
+        rejected = [c for c in checks if not c.ok]
+        accepted = [c for c in checks if c.ok]
+        _set_aside(rejected, staged)
+        gx_started = _start_gx(users, config, staged.data_docs) if config.great_expectations else None
+        tally = _check_units(accepted, users, staged, config, now)
 
-    checks = [_check(p, cohort) for p in files]
-    rejected = [c for c in checks if not c.ok]
-    accepted = [c for c in checks if c.ok]
-    _set_aside(rejected, staged)
-    gx_started = _start_gx(users, config, staged.data_docs) if config.great_expectations else None
-    tally = _check_units(accepted, users, staged, config, now)
+        rows_in = sum(c["rows_in"] for c in tally.per_file.values())
+        rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
+        rows_quarantined = sum(c["rows_quarantined"] for c in tally.per_file.values())
+        assert rows_in == rows_clean + rows_quarantined, "row accounting broke: a bug"
+        rows_rejected = sum(c.num_rows or 0 for c in rejected)
+        rows_estimated = _rows_of_unreadable_files(rejected, accepted, rows_in)
+        rows_aside = rows_rejected + rows_estimated
+        share = (rows_quarantined + rows_aside) / max(1, rows_in + rows_aside)
+        warnings = _warnings(rejected, accepted, tally)
 
-    rows_in = sum(c["rows_in"] for c in tally.per_file.values())
-    rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
-    rows_quarantined = sum(c["rows_quarantined"] for c in tally.per_file.values())
-    assert rows_in == rows_clean + rows_quarantined, "row accounting broke: a bug"
-    rows_rejected = sum(c.num_rows or 0 for c in rejected)
-    share = (rows_quarantined + rows_rejected) / max(1, rows_in + rows_rejected)
-    warnings = _warnings(rejected, accepted, tally)
-
-    gx = _finish_gx(gx_started, tally, users, config, now) if gx_started and rows_in else None
-    report = _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined,
-                     rows_rejected, share, conditions, warnings, gx)
-    write_json_atomic(report, staged.validation_report)
-    shutil.rmtree(run.validation, ignore_errors=True)
-    run.validation.parent.mkdir(parents=True, exist_ok=True)
-    staged.validation.rename(run.validation)
-    shutil.rmtree(staged.root)
+        gx = _finish_gx(gx_started, tally, users, config, now) if gx_started and rows_in else None
+        report = _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined,
+                         rows_rejected, share, conditions, warnings, gx)
+        report["rows_in_rejected_files_estimated"] = rows_estimated
+        write_json_atomic(report, staged.validation_report)
+        shutil.rmtree(run.validation, ignore_errors=True)
+        run.validation.parent.mkdir(parents=True, exist_ok=True)
+        staged.validation.rename(run.validation)
 
     result = ValidationResult(
         run_dir=run.root, rows_in=rows_in, rows_clean=rows_clean, rows_quarantined=rows_quarantined,
@@ -96,9 +99,33 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         files_read=len(files), files_rejected=[c.name for c in rejected],
         unknown_devices=dict(tally.unknown_devices),
         gx_success=None if gx is None else all(o["success"] for o in gx["suites"]),
-        warnings=warnings)
+        warnings=warnings, rows_in_rejected_files_estimated=rows_estimated)
     _raise_if_unusable(result, rejected, tally, config, cohort, run.validation_report)
     return replace(result, findings=validation_findings(result))
+
+
+@contextmanager
+def _staged(run: RunPaths) -> Iterator[RunPaths]:
+    """A staging run directory for this attempt, removed when the block ends, whatever happens."""
+    staged = RunPaths(staging_dir(run.root, "validate"))
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged.root, ignore_errors=True)
+
+
+def _rows_of_unreadable_files(rejected: list[FileCheck], accepted: list[FileCheck],
+                              rows_in: int) -> int:
+    """The rows a file that could not be read at all probably held, so that the gate counts
+    what it could not read: its share of the cohort's bytes, at the rows per byte of the files
+    that were read. A file refused for lying outside the cohort is not the cohort's data (and
+    is not even measured); a file whose footer was read counts its own rows elsewhere."""
+    read_bytes = sum(c.path.stat().st_size for c in accepted if c.num_rows)
+    if not rows_in or not read_bytes:
+        return 0
+    unread_bytes = sum(c.path.stat().st_size for c in rejected
+                       if c.num_rows is None and not c.outside_cohort and c.path.is_file())
+    return round(unread_bytes * rows_in / read_bytes)
 
 
 def _refuse_run_inside(cohort: CohortPaths, run: RunPaths) -> None:
@@ -197,9 +224,11 @@ def _raise_if_unusable(result: ValidationResult, rejected: list[FileCheck], tall
     if share > config.max_quarantine_share:
         top = Counter({k: v for c in tally.per_file.values() for k, v in c.items()
                        if k.startswith("rule:")}).most_common(3)
+        estimated = (f", counting an estimated {result.rows_in_rejected_files_estimated:,} rows in "
+                     "files that could not be read" if result.rows_in_rejected_files_estimated else "")
         raise DataContractError(
-            f"validation: {share:.2%} of rows quarantined or set aside, above the bound of "
-            f"{config.max_quarantine_share:.2%} (report: {report})",
+            f"validation: {share:.2%} of rows quarantined or set aside{estimated}, above the "
+            f"bound of {config.max_quarantine_share:.2%} (report: {report})",
             [Problem(rule=k.removeprefix("rule:"), count=v, message=RULES_BY_NAME[k.removeprefix('rule:')][0],
                      fix=RULES_BY_NAME[k.removeprefix('rule:')][1]) for k, v in top]
             + [p for c in rejected for p in c.problems])

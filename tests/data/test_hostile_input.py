@@ -114,6 +114,38 @@ def test_files_set_aside_keep_their_permissions(make_cohort, tmp_path):
         assert copy.read_bytes() == (cohort / "sensor_logs" / name).read_bytes()
 
 
+def _four_files_one_truncated(make_cohort) -> Path:
+    """Four files of one user each, alike in size; the last cut in half (unreadable)."""
+    users = ["u1", "u2", "u3", "u4"]
+    cohort = make_cohort({f"{u}.parquet": sensor_table(u, 2000, seed=i) for i, u in enumerate(users)},
+                         users=users)
+    cut = cohort / "sensor_logs" / "u4.parquet"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    return cohort
+
+
+def test_rows_of_a_file_that_cannot_be_read_count_toward_the_gate(make_cohort, tmp_path, capsys):
+    cohort = _four_files_one_truncated(make_cohort)
+    code, _, err = cli(validate_argv(cohort, tmp_path / "run"), capsys)
+    assert code == EXIT_USAGE
+    assert "above the bound of 5.00%" in first_line(err) and "estimated" in first_line(err)
+    assert "file u4.parquet" in err and "unreadable_file" in err
+    report = json.loads(RunPaths(tmp_path / "run").validation_report.read_text())
+    # half a file of 2,000 rows, at the others' rows per byte
+    assert 700 <= report["rows_in_rejected_files_estimated"] <= 1300
+    assert report["rows_in"] == 6000  # estimated rows are never counted as read
+
+
+def test_the_estimate_is_reported_when_the_gate_allows_it(make_cohort, tmp_path):
+    cohort = _four_files_one_truncated(make_cohort)
+    loose = FAST.model_copy(update={"max_quarantine_share": 0.5})
+    result = validate_cohort(CohortPaths(cohort), RunPaths(tmp_path / "run"), loose)
+    assert result.files_rejected == ["u4.parquet"]
+    assert 700 <= result.rows_in_rejected_files_estimated <= 1300
+    assert result.quarantined_share == pytest.approx(
+        result.rows_in_rejected_files_estimated / (6000 + result.rows_in_rejected_files_estimated))
+
+
 # --- the Prefect verdict: data is text, never markdown --------------------------------------
 
 HOSTILE = [

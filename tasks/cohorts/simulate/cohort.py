@@ -60,13 +60,12 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from stethoscope.schemas.atomic import write_parquet_atomic
+from stethoscope.schemas.atomic import staging_dir, write_parquet_atomic
 from stethoscope.schemas.errors import UsageError
 from stethoscope.schemas.layout import CohortPaths
 from stethoscope.schemas.tables import DEFAULT_CONDITIONS, LABELS, SENSOR_LOGS, USERS
@@ -144,8 +143,7 @@ def simulate_cohort(config: SimulateConfig, out: Path) -> SimulateResult:
     profiles = draw_user_profiles(config)
     chunks = [profiles[i : i + config.users_per_file]
               for i in range(0, len(profiles), config.users_per_file)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    staging = staging_dir(out, "simulate")
     try:
         staged = CohortPaths(staging)
         names: list[str] = []
