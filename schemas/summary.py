@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.findings import FindingCode
 
-SCHEMA_VERSION = "1.2"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method;
-# 1.2: flow, comparison (the nightly gate against a reference run)
+SCHEMA_VERSION = "1.3"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method;
+# 1.2: flow, comparison (the nightly gate against a reference run); 1.3: activations.semantic
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 
 Severity = Literal["info", "warning", "error"]
@@ -66,8 +66,22 @@ class LayerActivations(_Record):
     saturated_fraction: float
 
 
+class SemanticUnit(_Record):
+    """A unit whose activation tracks a state of the input or the calendar over time: Pearson r
+    over (user-week, time) positions, its interval (jackknife over user-weeks; None when
+    degenerate) and n, the user-weeks it was computed on."""
+
+    layer: str
+    unit: int
+    state: Literal["night", "activity", "hr_missing", "elevated_hr", "after_activity"]
+    r: float
+    r_ci: tuple[float, float] | None = None
+    n: int
+
+
 class ActivationsSection(_Record):
     layers: list[LayerActivations] = Field(default_factory=list)
+    semantic: list[SemanticUnit] = Field(default_factory=list)  # |r| >= the threshold, by |r|
 
 
 class GradientsSection(_Record):

@@ -24,6 +24,7 @@ from stethoscope.schemas.summary import (
     GradientsSection,
     LayerActivations,
     PredictionsSection,
+    SemanticUnit,
     StratumMetrics,
     Summary,
     TaskMetrics,
@@ -166,6 +167,20 @@ def test_a_figure_that_is_no_file_is_left_out(tmp_path: Path) -> None:
     html = report_html.render_report(summary(), outcomes, tmp_path / "report.html").read_text()
     assert "data:image/png" not in html and not (tmp_path / "report_gallery.html").exists()
     assert report_artifacts.plot_artifacts(outcomes, ["diabetes"]) == []
+
+
+def test_semantic_units_get_a_short_table_in_the_activations_section(tmp_path: Path) -> None:
+    base = summary()
+    section = ActivationsSection(layers=base.activations.layers, semantic=[
+        SemanticUnit(layer="bilstm", unit=3, state="activity", r=0.912, r_ci=(0.87, 0.94), n=48),
+        SemanticUnit(layer="conv_1", unit=0, state="night", r=-0.61, r_ci=None, n=2)])
+    html = report_html.render_report(base.model_copy(update={"activations": section}), [],
+                                     tmp_path / "report.html").read_text()
+    table = html[html.index("Units that track a state"):]
+    assert "<td>bilstm</td><td class=\"num\">3</td><td>activity</td>" in table
+    assert "0.91" in table and "0.870 – 0.940" in table and "-0.61" in table
+    assert "Units that track a state" not in report_html.render_report(
+        base, [], tmp_path / "plain.html").read_text()
 
 
 def test_the_byte_budget_leaves_figures_to_the_gallery(tmp_path: Path) -> None:

@@ -26,10 +26,14 @@ Definitions (thresholds are ActivationsConfig fields):
   Saturated unit: saturated_share >= saturated_threshold (0.9). A layer's saturated_fraction is
   its share of saturated units (0.0 for unbounded activations).
 - temporal_std_mean: the unit's standard deviation over time, averaged over user-weeks.
+- semantic units (when `config.semantic` and the input's scale is known): Pearson r over time of
+  every unit of a layer [batch, T_l, units] with the states night, activity, hr_missing,
+  elevated_hr and after_activity derived from the batch's input; the units of largest |r| >=
+  semantic_threshold per layer and state (definitions in semantic.py).
 
 The parts live in private modules: the streaming per-unit statistics in
-`tasks/audits/activations/stats.py`, the heatmaps and the dead-units-by-epoch plot in
-`tasks/audits/activations/plots.py`.
+`tasks/audits/activations/stats.py`, the semantic units in `tasks/audits/activations/semantic.py`,
+the heatmaps and the dead-units-by-epoch plot in `tasks/audits/activations/plots.py`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ from stethoscope.tasks.audits.activations.config import (
     UNITS_SCHEMA,
     ActivationAudit,
     ActivationsConfig,
+    InputScale,
+)
+from stethoscope.tasks.audits.activations.semantic import (
+    StateCorrelations,
+    input_states,
+    semantic_units,
+    states_at_steps,
 )
 from stethoscope.tasks.audits.activations.stats import UnitSums, layer_record, reduce_batch
 from stethoscope.tasks.shared.audited_model import (
@@ -63,11 +74,14 @@ matplotlib.use("Agg")
 
 
 def audit_activations(
-    model: keras.Model, batches: Iterable[Batch], config: ActivationsConfig = DEFAULT_CONFIG
+    model: keras.Model, batches: Iterable[Batch], config: ActivationsConfig = DEFAULT_CONFIG,
+    scale: InputScale | None = None,
 ) -> ActivationAudit:
     """Stream `batches` (see tasks.shared.audited_model.model_inputs) through one compiled
     forward pass of `model` and return per-unit statistics of every inspected layer (none, and
-    no batch read, when the model has no convolutional, recurrent, dense or activation layer)."""
+    no batch read, when the model has no convolutional, recurrent, dense or activation layer).
+    With `scale` (how to read the store's channels back) and `config.semantic`, also the
+    semantic units of every layer with a time axis."""
     graph = check_audit_model(model, output_layer=None)
     calls = inspected_calls(graph, config.layers)
     if not calls:
@@ -78,12 +92,19 @@ def audit_activations(
     sums = [UnitSums(int(call.output.shape[-1]), call.has_time) for call in calls]
     samples: dict[str, list[np.ndarray]] = {
         call.name: [] for call, wanted in zip(calls, heatmap, strict=True) if wanted}
+    semantic = {call.name: StateCorrelations(int(call.output.shape[-1])) for call in calls
+                if config.semantic and scale is not None and len(call.output.shape) == 3}
     sequence, num_user_weeks = sequence_index(model), 0
     for inputs in iter_model_inputs(batches, model):
         needed = config.heatmap_user_weeks - num_user_weeks  # heatmaps: the first user-weeks
+        states = (input_states(inputs[sequence], scale, config.night_hours,
+                               config.active_steps_per_minute)
+                  if semantic and scale is not None else None)  # [b, T, states]
         for call, acc, bound, a in zip(calls, sums, bounds, forward(inputs), strict=True):
             a = tf.reshape(a, [a.shape[0], -1, a.shape[-1]])  # [b, T_l, units]
             acc.add(reduce_batch(a, bound, config.saturation_margin), config)
+            if states is not None and call.name in semantic:
+                semantic[call.name].add(a, states_at_steps(states, a.shape[1]))
             if needed > 0 and call.name in samples:
                 samples[call.name].append(a[:needed].numpy())
         num_user_weeks += len(inputs[sequence])
@@ -91,10 +112,16 @@ def audit_activations(
         raise ValueError("audit_activations got no batches; give it at least one user-week")
     tables = [acc.table(call.name, bound, config)
               for call, acc, bound in zip(calls, sums, bounds, strict=True)]
+    entries, semantic_table = semantic_units(
+        [semantic[call.name].table(call.name, (table["dead"] | table["constant"]).to_numpy(),
+                                   config)
+         for call, table in zip(calls, tables, strict=True) if call.name in semantic], config)
     return ActivationAudit(
         layers=[layer_record(table, call.name) for table, call in zip(tables, calls,
                                                                         strict=True)],
         units=pd.concat(tables, ignore_index=True),
         samples={name: np.concatenate(parts) for name, parts in samples.items() if parts},
         num_user_weeks=num_user_weeks,
+        semantic=entries,
+        semantic_table=semantic_table if semantic else None,
     )

@@ -11,10 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stethoscope.schemas.config import StageConfig
 from stethoscope.schemas.outcome import Figure, StageOutcome
-from stethoscope.schemas.summary import ActivationsSection, Finding, LayerActivations
+from stethoscope.schemas.sequence_store import CHANNELS, OPTIONAL_CHANNELS, StoreStats
+from stethoscope.schemas.summary import (
+    ActivationsSection,
+    Finding,
+    LayerActivations,
+    SemanticUnit,
+)
 
 STAGE = "activations"
 UNITS_FILE = "units.parquet"
+SEMANTIC_FILE = "semantic.parquet"
+# The states of the semantic analysis (tasks/audits/activations/semantic.py), in this order.
+STATES = ("night", "activity", "hr_missing", "elevated_hr", "after_activity")
 HEATMAP_KINDS = ("convolutional", "recurrent", "activation")
 NO_LAYERS_NOTE = ("The model has no convolutional, recurrent, dense or activation layer (built-in "
                   "Keras layers) whose units the activation audit could inspect.")
@@ -30,6 +39,19 @@ UNITS_SCHEMA = pa.schema(
         pa.field("dead", pa.bool_(), nullable=False),
         pa.field("constant", pa.bool_(), nullable=False),
         pa.field("saturated", pa.bool_(), nullable=False),
+    ]
+)
+
+SEMANTIC_SCHEMA = pa.schema(
+    [
+        pa.field("layer", pa.string(), nullable=False),
+        pa.field("unit", pa.int32(), nullable=False),
+        pa.field("state", pa.string(), nullable=False),
+        pa.field("r", pa.float64()),  # null: the unit or the state does not vary
+        pa.field("r_low", pa.float64()),  # null: no interval (see semantic.py)
+        pa.field("r_high", pa.float64()),
+        pa.field("n", pa.int64(), nullable=False),  # user-weeks
+        pa.field("reported", pa.bool_(), nullable=False),  # in summary.json
     ]
 )
 
@@ -59,6 +81,40 @@ class ActivationsConfig(StageConfig):
                                   "units from which the finding is an error, not a warning")
     heatmap_user_weeks: int = Field(3, ge=0)
     night_hours: tuple[float, float] = Field((0.0, 6.0), description="local [start, end) hours")
+    semantic: bool = Field(True, description="correlate every unit over time with the states "
+                           "night, activity, hr_missing, elevated_hr and after_activity")
+    semantic_threshold: float = Field(0.5, gt=0, le=1, description="report a unit for a state "
+                                      "when |Pearson r| is at least this")
+    semantic_units: int = Field(3, ge=1, description="at most this many units per layer and "
+                                "state in summary.json (those with the largest |r|)")
+    active_steps_per_minute: float = Field(20.0, gt=0, description="a bin is active (part of a "
+                                           "bout) at this many steps per minute or more")
+
+
+@dataclass(frozen=True)
+class InputScale:
+    """How to read the raw signals back from the store's channels (docs/architecture.md §4.6):
+    heart rate = x0 * std + mean (bpm) where x2 (heart_rate_missing) is 0; log1p steps =
+    x1 * std + mean where x1 != 0 (0.0 is where the bin had no steps sample); a bin is
+    `bin_seconds` long and bin 0 starts at local Monday 00:00. With `time_of_day`, channels 3-4
+    are sin and cos of the local time at each bin's centre."""
+
+    bin_seconds: float
+    heart_rate_mean: float = 0.0
+    heart_rate_std: float = 1.0
+    log_steps_mean: float = 0.0
+    log_steps_std: float = 1.0
+    time_of_day: bool = False
+
+    @classmethod
+    def of(cls, stats: StoreStats) -> InputScale | None:
+        """The scale of a store; None when its channels are not the ones described above."""
+        if tuple(stats.channels) not in (CHANNELS, CHANNELS + OPTIONAL_CHANNELS):
+            return None
+        return cls(bin_seconds=stats.bin_seconds, heart_rate_mean=stats.heart_rate_mean,
+                   heart_rate_std=stats.heart_rate_std, log_steps_mean=stats.log_steps_mean,
+                   log_steps_std=stats.log_steps_std,
+                   time_of_day=len(stats.channels) > len(CHANNELS))
 
 
 DEFAULT_CONFIG = ActivationsConfig()
@@ -73,6 +129,8 @@ class ActivationAudit:
     units: pd.DataFrame
     samples: dict[str, np.ndarray] = field(default_factory=dict)
     num_user_weeks: int = 0
+    semantic: list[SemanticUnit] = field(default_factory=list)  # |r| >= threshold, by |r|
+    semantic_table: pd.DataFrame | None = None  # SEMANTIC_SCHEMA; None: not computed
 
 
 class ActivationsResult(BaseModel):
@@ -85,19 +143,23 @@ class ActivationsResult(BaseModel):
     num_user_weeks: int
     units_file: Path
     heatmap_files: list[Path]
+    semantic: list[SemanticUnit] = []
+    semantic_file: Path | None = None  # every unit x state, SEMANTIC_SCHEMA
     dead_history_file: Path | None = None  # DeadUnitMonitor's rows, when training wrote them
     dead_history_plot: Path | None = None  # dead share per layer per epoch
     notes: list[str] = []
 
     def outcome(self) -> StageOutcome:
         figures = [Figure("activations", f"Activations of {p.stem}", p,
-                          "units x time for a few validation user-weeks; night shaded")
+                          "units x time for a few validation user-weeks; night shaded; units "
+                          "that track a state labelled at their row")
                    for p in self.heatmap_files]
         if self.dead_history_plot is not None:
             figures.insert(0, Figure(
                 "activations", "Dead units per epoch", self.dead_history_plot,
                 "share of each layer's units that are dead, after every epoch"))
         return StageOutcome(stage="activations", findings=list(self.findings), figures=figures,
-                            activations=ActivationsSection(layers=list(self.layers)),
+                            activations=ActivationsSection(layers=list(self.layers),
+                                                            semantic=list(self.semantic)),
                             notes=list(self.notes))
 

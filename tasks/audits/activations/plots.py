@@ -1,5 +1,6 @@
-"""Figures of the activation audit: units x time heatmaps with local night marked, and the
-share of dead units per layer per epoch (when training recorded it).
+"""Figures of the activation audit: units x time heatmaps with local night marked and the
+semantic units labelled at their rows, and the share of dead units per layer per epoch (when
+training recorded it).
 
 `matplotlib.figure.Figure` objects, never pyplot: no global state, no display needed;
 tasks/shared/figures.py writes them.
@@ -13,17 +14,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from stethoscope.schemas.summary import SemanticUnit
+
 
 def plot_heatmaps(
     layer_name: str,
     sample: np.ndarray,
     hours_of_day: np.ndarray | None = None,
     night_hours: tuple[float, float] = (0.0, 6.0),
+    unit_labels: dict[int, str] | None = None,
 ) -> Figure:
     """Units x time heatmaps of `sample` [n, T_l, units] (one panel per user-week) with night
     shaded on a strip above each panel. `hours_of_day` is the local time of day (hours) at
     the start of every input step: [T] for all user-weeks or [n, T] per user-week; without it
-    the strip says that night is not marked."""
+    the strip says that night is not marked. `unit_labels` (unit -> text, e.g. the states a
+    semantic unit tracks) are written at the unit's row of every panel."""
     num, steps, units = sample.shape
     fig = Figure(figsize=(12, 1.0 + 2.2 * num))
     grid = fig.add_gridspec(2 * num, 1, height_ratios=[1, 10] * num, hspace=0.25,
@@ -36,6 +41,11 @@ def plot_heatmaps(
                           cmap="RdBu_r" if signed else "viridis",
                           vmin=-limit if signed else 0.0, vmax=limit)
         ax.set_ylabel(f"user-week {i}\nunit")
+        for unit, text in (unit_labels or {}).items():
+            ax.text(0.005, unit, f"u{unit}: {text}", transform=ax.get_yaxis_transform(),
+                    ha="left", va="center", fontsize=7, clip_on=True,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                          "alpha": 0.75})
         ax.tick_params(labelbottom=i == num - 1)
         strip.set_xlim(-0.5, steps - 0.5)
         strip.set_xticks([])
@@ -55,6 +65,15 @@ def plot_heatmaps(
     fig.suptitle(f"{layer_name}: activations, units x time "
                  f"(dark strip: night {night_hours[0]:g}-{night_hours[1]:g} h local)")
     return fig
+
+
+def semantic_labels(entries: Sequence[SemanticUnit], layer: str) -> dict[int, str]:
+    """unit -> "activity r=0.91, night r=-0.62" for the semantic entries of `layer`."""
+    labels: dict[int, list[str]] = {}
+    for entry in entries:
+        if entry.layer == layer:
+            labels.setdefault(entry.unit, []).append(f"{entry.state} r={entry.r:.2f}")
+    return {unit: ", ".join(parts) for unit, parts in labels.items()}
 
 
 def plot_dead_history(rows: Sequence[dict]) -> Figure:

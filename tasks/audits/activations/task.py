@@ -10,17 +10,25 @@ import pyarrow as pa
 from prefect import task
 
 from stethoscope.schemas.atomic import write_parquet_atomic
+from stethoscope.schemas.summary import LayerActivations
 from stethoscope.tasks.audits.activations.audit import audit_activations
 from stethoscope.tasks.audits.activations.config import (
     DEFAULT_CONFIG,
     NO_LAYERS_NOTE,
+    SEMANTIC_FILE,
+    SEMANTIC_SCHEMA,
     UNITS_FILE,
     UNITS_SCHEMA,
     ActivationsConfig,
     ActivationsResult,
+    InputScale,
 )
 from stethoscope.tasks.audits.activations.findings import activation_findings
-from stethoscope.tasks.audits.activations.plots import plot_dead_history, plot_heatmaps
+from stethoscope.tasks.audits.activations.plots import (
+    plot_dead_history,
+    plot_heatmaps,
+    semantic_labels,
+)
 from stethoscope.tasks.shared.artifacts import publish_table
 from stethoscope.tasks.shared.audited_model import load_audit_model
 from stethoscope.tasks.shared.figures import save_png
@@ -41,7 +49,8 @@ def activations_task(
     stats = store_stats(store_dir, model)
     batches = audit_sample(store_dir, config.split, config.max_user_weeks, config.batch_size,
                            "activations")
-    audit = audit_activations(model, batches, config)
+    scale = InputScale.of(stats) if stats is not None else None
+    audit = audit_activations(model, batches, config, scale)
     out_dir = Path(out_dir)
     history, history_plot = None, None
     if dead_history_file is not None and Path(dead_history_file).exists():
@@ -54,9 +63,13 @@ def activations_task(
     # Store bins start at local Monday 00:00 (docs/architecture.md §4.4): step t starts t x bin_seconds later
     # (an hour off on the days after a DST change).
     hours = (np.arange(stats.num_steps) * stats.bin_seconds / 3600.0) % 24.0 if stats else None
-    heatmaps = [save_png(plot_heatmaps(name, sample, hours, config.night_hours),
+    heatmaps = [save_png(plot_heatmaps(name, sample, hours, config.night_hours,
+                                       semantic_labels(audit.semantic, name)),
                           out_dir / f"heatmap_{name.replace('/', '.')}.png")
                 for name, sample in audit.samples.items()]
+    semantic_file = None if audit.semantic_table is None else write_parquet_atomic(
+        pa.Table.from_pandas(audit.semantic_table, schema=SEMANTIC_SCHEMA, preserve_index=False),
+        out_dir / SEMANTIC_FILE)
     publish_table("activations-layers", [
         {"layer": x.name, "units": x.units, "dead": len(x.dead_units),
          "dead_fraction": round(x.dead_fraction, 4), "constant": len(x.constant_units),
@@ -65,5 +78,16 @@ def activations_task(
     return ActivationsResult(layers=audit.layers, findings=findings,
                              num_user_weeks=audit.num_user_weeks, units_file=units_file,
                              heatmap_files=heatmaps, dead_history_file=dead_history_file,
-                             notes=[] if audit.layers else [NO_LAYERS_NOTE],
-                             dead_history_plot=history_plot)
+                             notes=_notes(audit.layers, config, scale),
+                             dead_history_plot=history_plot, semantic=audit.semantic,
+                             semantic_file=semantic_file)
+
+
+def _notes(layers: list[LayerActivations], config: ActivationsConfig, scale: InputScale | None) -> list[str]:
+    if not layers:
+        return [NO_LAYERS_NOTE]
+    if config.semantic and scale is None:
+        return ["Semantic units not computed: the store has no stats.json, or channels other "
+                "than heart_rate, steps, heart_rate_missing (+ time of day), so the states "
+                "cannot be read from the input."]
+    return []
