@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from stethoscope.flows.parameters import CompareParameters
 from stethoscope.flows.roots import check_cohort
+from stethoscope.flows.run_lock import writes_run
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.schemas.outcome import Reportable
 from stethoscope.tasks.analyze.task import analyze_task
@@ -45,6 +46,7 @@ class CompareOutcome(BaseModel):
 
 
 @flow(name="compare-architectures", log_prints=True, validate_parameters=True)
+@writes_run(lambda args: Path(args["params"].out_dir))
 def compare_architectures(params: CompareParameters) -> CompareOutcome:
     """Train and audit every variant on the same data; write comparison.json and .html."""
     from datetime import UTC, datetime
