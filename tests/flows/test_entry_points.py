@@ -47,19 +47,18 @@ def _probe(*argv: str, cwd: Path) -> tuple[str, str, float]:
     return done.stdout, done.stderr, time.perf_counter() - started
 
 
-def test_a_bad_config_key_answers_in_under_a_second_without_heavy_imports(
-        tmp_path: Path, empty_cohort: Path):
+def test_a_bad_config_key_answers_without_heavy_imports(tmp_path: Path, empty_cohort: Path):
+    """What makes the answer fast is that TensorFlow, Keras and Prefect are never imported
+    before the config is checked; how fast it is on this machine is a benchmark's business
+    (bench/bench_cli.py), not a test's: a loaded machine would make a timing flaky."""
     config = tmp_path / "config.yaml"
     config.write_text("train:\n  epochz: 3\n")
     argv = ("run", "--data", str(empty_cohort), "--out", str(tmp_path / "runs" / "r"),
             "--config", str(config))
-    # best of three whole processes (interpreter start-up included): the machine is shared
-    results = [_probe(*argv, cwd=tmp_path) for _ in range(3)]
-    stdout, stderr, _ = results[0]
+    stdout, stderr, _ = _probe(*argv, cwd=tmp_path)
     assert "exit=2 heavy=[]" in stdout, stdout + stderr
     assert "train.epochz: Extra inputs are not permitted (given: 3)" in stderr
     assert f"--config {config}" in stderr and "Traceback" not in stderr
-    assert min(seconds for *_, seconds in results) < 1.0, [r[2] for r in results]
     assert not (tmp_path / "runs").exists()  # nothing half-written
 
 
