@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from stethoscope.flows.execution import run_on
 from stethoscope.flows.parameters import AuditModelParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
 from stethoscope.flows.run_lock import writes_run
@@ -36,6 +37,17 @@ MINUTE = 60
 @flow(name="audit-model", log_prints=True, validate_parameters=True)
 @writes_run(lambda args: Path(args["params"].runs_dir) / args["params"].run_id)
 def audit_model_flow(params: AuditModelParameters) -> RunOutcome:
+    """The audits of `params.model_file`; with `execution.executor: dask`, as a subflow on a
+    Dask task runner."""
+    return run_on(params.execution, _audit_model_on_dask, _audit_model, params)
+
+
+@flow(name="audit-model-on-dask", log_prints=True)
+def _audit_model_on_dask(params: AuditModelParameters) -> RunOutcome:
+    return run_on(params.execution, _audit_model_on_dask, _audit_model, params)
+
+
+def _audit_model(params: AuditModelParameters) -> RunOutcome:
     started_at = datetime.now(UTC)
     run = RunPaths(Path(params.runs_dir) / params.run_id)
     cohort = CohortPaths(check_cohort(params.data_dir))

@@ -117,12 +117,13 @@ def _finish(outcome: RunOutcome) -> int:
 def _run(args: argparse.Namespace) -> int:
     data = _cohort(args.data)
     out = _run_dir(args.out, data)
-    config = _load_config(args.config, ("data_dir", "runs_dir", "run_id", *_baseline_key(args)))
+    config = _load_config(args.config, ("data_dir", "runs_dir", "run_id", *_baseline_key(args),
+                                        *_execution_key(args)))
     from stethoscope.flows.parameters import AuditParameters
 
     params = AuditParameters.model_validate(
         {**config, "data_dir": str(data), "runs_dir": str(out.parent), "run_id": out.name,
-         **_baseline(args, out)})
+         **_baseline(args, out), **_execution(args, config)})
     environment.make_prefect_home()
     from stethoscope.flows.nightly_audit import nightly_audit
 
@@ -164,6 +165,28 @@ def _analyze(args: argparse.Namespace) -> int:
 
     return _finish(analyze_flow(predictions, out, config, data_dir=data, gate=gate,
                                 baseline=Path(baseline) if baseline else None))
+
+
+def _execution_key(args: argparse.Namespace) -> tuple[str, ...]:
+    """`execution` is a key --config may not set when --executor / --workers / --dask-address do."""
+    return ("execution",) if _execution_flags(args) else ()
+
+
+def _execution_flags(args: argparse.Namespace) -> dict[str, object]:
+    flags = {"executor": getattr(args, "executor", None), "workers": getattr(args, "workers", None),
+             "dask_address": getattr(args, "dask_address", None)}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _execution(args: argparse.Namespace, config: dict) -> dict[str, object]:
+    """--executor dask [--workers N] [--dask-address tcp://HOST:PORT] as the `execution` section
+    (an address alone means dask)."""
+    flags = _execution_flags(args)
+    if not flags:
+        return {}
+    if "dask_address" in flags or "workers" in flags:
+        flags.setdefault("executor", "dask")
+    return {"execution": flags}
 
 
 def _baseline_key(args: argparse.Namespace) -> tuple[str, ...]:
@@ -230,7 +253,7 @@ def _audit_model(args: argparse.Namespace) -> int:
     data = _cohort(args.data)
     out = _run_dir(args.out, data)
     config = _load_config(args.config, ("model_file", "data_dir", "runs_dir", "run_id",
-                                        *_baseline_key(args)))
+                                        *_baseline_key(args), *_execution_key(args)))
     overrides = {key: value for key, value in (("output_layer", args.output_layer),
                                                ("task_index", args.output_index))
                  if value is not None}
@@ -240,7 +263,7 @@ def _audit_model(args: argparse.Namespace) -> int:
 
     params = AuditModelParameters.model_validate(
         {**config, "model_file": str(model), "data_dir": str(data), "runs_dir": str(out.parent),
-         "run_id": out.name, **_baseline(args, out)})
+         "run_id": out.name, **_baseline(args, out), **_execution(args, config)})
     environment.make_prefect_home()
     from stethoscope.flows.audit_model import audit_model_flow
 
@@ -306,7 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort directory")
     p.add_argument("--out", required=True, help="run directory to write (its name is the run id)")
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections "
-                   "(validation, labels, sequences, model, train, activations, gradients, analyze, gate)")
+                   "(validation, labels, sequences, model, train, activations, gradients, analyze, gate, "
+                   "execution)")
+    p.add_argument("--executor", choices=["local", "dask"], default=None,
+                   help="where the tasks run: local (default: this process) or dask (a Dask "
+                   "cluster: the data stages' partitions and the audits on its workers)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local Dask cluster (default 2; implies --executor dask)")
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask scheduler instead of a local cluster")
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run to compare with (default: the blessed run, else the last run "
                    "of the same kind in the runs directory that did not fail)")
@@ -325,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort directory")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections")
+    p.add_argument("--executor", choices=["local", "dask"], default=None,
+                   help="where the tasks run: local (default) or dask")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local Dask cluster (implies --executor dask)")
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask scheduler instead of a local cluster")
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run to compare with (default: the blessed run, else the last run "
                    "of the same kind in the runs directory that did not fail)")

@@ -25,7 +25,7 @@ DEFAULTS = {
 }
 # Libraries that log at INFO for every call, or at DEBUG whatever the caller wants.
 _CHATTY = ("httpx", "httpcore", "matplotlib", "PIL", "numba", "great_expectations", "urllib3",
-           "asyncio", "aiosqlite", "alembic", "uvicorn", "docket")
+           "asyncio", "aiosqlite", "alembic", "uvicorn", "docket", "distributed")
 
 
 def set_defaults(runs_dir: Path | None = None) -> None:
@@ -109,6 +109,17 @@ class _CurrentStderr(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
         super().emit(record)
+
+
+def configure_worker_logging() -> None:
+    """In a Dask worker process (flows/execution.py registers this at worker start): the same
+    quiet libraries and Prefect filters as the command line's process."""
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+    logging.getLogger("prefect.task_runs").addFilter(_OutputRecordHooks())
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NO_TRACEBACK_FOR_BAD_INPUT)
 
 
 def configure_logging(verbosity: Verbosity = "normal") -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from stethoscope.flows.execution import run_on
 from stethoscope.flows.parameters import AuditParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
 from stethoscope.flows.run_lock import writes_run
@@ -38,7 +39,20 @@ MINUTE = 60
 @flow(name="nightly-model-audit", log_prints=True, validate_parameters=True)
 @writes_run(lambda args: args["params"].run_paths().root)
 def nightly_audit(params: AuditParameters) -> RunOutcome:
-    """Audit a cohort and the model trained on it; write summary.json and report.html."""
+    """Audit a cohort and the model trained on it; write summary.json and report.html. With
+    `execution.executor: dask`, the stages run as a subflow on a Dask task runner."""
+    # the run id is this flow run's, also when a subflow on Dask does the work
+    params = params.model_copy(update={"run_id": params.run_paths().run_id})
+    return run_on(params.execution, _nightly_audit_on_dask, _audit, params)
+
+
+@flow(name="nightly-model-audit-on-dask", log_prints=True)
+def _nightly_audit_on_dask(params: AuditParameters) -> RunOutcome:
+    """The same stages on the Dask task runner of `params.execution` (see flows/execution.py)."""
+    return run_on(params.execution, _nightly_audit_on_dask, _audit, params)
+
+
+def _audit(params: AuditParameters) -> RunOutcome:
     started_at = datetime.now(UTC)
     cohort = CohortPaths(check_cohort(params.data_dir))
     run = params.run_paths()

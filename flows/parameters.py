@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stethoscope.flows.execution import ExecutionConfig
 from stethoscope.flows.roots import FormPath
 from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.layout import RunPaths
@@ -48,6 +49,7 @@ class AuditParameters(BaseModel):
     gradients: GradientsConfig = Field(default_factory=GradientsConfig)
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     baseline: FormPath | None = Field(
         None, description="run directory to compare with (default: the blessed run, else the "
@@ -99,6 +101,7 @@ class AuditModelParameters(BaseModel):
     sequences: SequencesConfig = Field(default_factory=SequencesConfig)
     activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
     gradients: GradientsConfig = Field(default_factory=GradientsConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     baseline: FormPath | None = Field(
         None, description="run directory to compare with (default: the blessed run, else the "

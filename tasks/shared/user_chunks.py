@@ -14,13 +14,9 @@ user's keys lie at least two days above 0 and above every key of the previous us
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import queue
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stethoscope.schemas.errors import DataContractError, Problem
+from stethoscope.tasks.shared.executor import map_ordered
 
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
@@ -38,9 +35,7 @@ _LANE_MARGIN_US = 2 * US_PER_DAY
 _COLUMNS = ("user_id", "timestamp", "heart_rate", "steps", "device")
 _FIX_ORDER = "re-run the validation stage; its clean files are sorted and hold whole users"
 
-In = TypeVar("In")
 Out = TypeVar("Out")
-_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -147,7 +142,7 @@ def map_chunks(fn: Callable[[UserChunk], Out], files: Iterable[Path], chunk_rows
                     yield functools.partial(one_chunk, chunk)
 
     seen: set[str] = set()
-    for results in map_ordered(lambda job: job(), jobs(), workers):
+    for results in map_ordered(_call, jobs(), workers):
         for user_ids, result in results:
             repeated = sorted(seen.intersection(user_ids))
             if repeated:
@@ -161,39 +156,8 @@ def map_chunks(fn: Callable[[UserChunk], Out], files: Iterable[Path], chunk_rows
             yield result
 
 
-def map_ordered(fn: Callable[[In], Out], items: Iterable[In], workers: int) -> Iterator[Out]:
-    """`map(fn, items)` on `workers` threads, in order. `items` is drawn on a reader thread of
-    its own, at most `workers` items ahead: reading (pyarrow releases the GIL) overlaps the
-    computing (numpy releases it too) and whatever the caller does with the results."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    ahead: queue.Queue = queue.Queue(maxsize=workers)
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stethoscope") as pool:
-
-        def feed() -> None:
-            try:
-                for item in items:
-                    ahead.put(pool.submit(fn, item))
-                    if stop.is_set():
-                        return
-                ahead.put(_DONE)
-            except BaseException as exc:  # handed to the consumer, raised there
-                ahead.put(exc)
-
-        reader = threading.Thread(target=feed, name="stethoscope-reader", daemon=True)
-        reader.start()
-        try:
-            while (got := ahead.get()) is not _DONE:
-                if isinstance(got, BaseException):
-                    raise got
-                yield got.result()
-        finally:
-            stop.set()
-            while reader.is_alive():  # unblock a reader waiting on a full queue
-                with contextlib.suppress(queue.Empty):
-                    ahead.get(timeout=0.05)
+def _call(job: Callable[[], Out]) -> Out:
+    return job()
 
 
 def run_index(starts: np.ndarray, num_rows: int) -> np.ndarray:

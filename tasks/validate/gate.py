@@ -23,7 +23,7 @@ import shutil
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -38,6 +38,7 @@ from stethoscope.schemas.devices import DEVICE_CATALOG
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.schemas.tables import SENSOR_LOGS
+from stethoscope.tasks.shared.executor import map_ordered
 from stethoscope.tasks.shared.io import list_parquet_files
 from stethoscope.tasks.shared.progress import track
 from stethoscope.tasks.validate.config import ValidateConfig, ValidationResult
@@ -196,9 +197,9 @@ def _check_units(accepted: list[FileCheck], users: pd.DataFrame, staged: RunPath
 
     tally = UnitTally()
     units = plan_units(accepted)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validate") as pool:
-        for outcome in track(pool.map(check, enumerate(units)), total=len(units), description="validating"):
-            tally.merge(outcome)
+    for outcome in track(map_ordered(check, enumerate(units), workers), total=len(units),
+                         description="validating"):
+        tally.merge(outcome)
     return tally
 
 
