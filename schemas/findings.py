@@ -19,6 +19,7 @@ class FindingCode(StrEnum):
     ROWS_QUARANTINED = "ROWS_QUARANTINED"
     UNKNOWN_DEVICES = "UNKNOWN_DEVICES"
     EXPECTATIONS_FAILED = "EXPECTATIONS_FAILED"
+    USERS_SET_ASIDE = "USERS_SET_ASIDE"
     # synthetic audit
     SYNTHETIC_NOT_LEARNED = "SYNTHETIC_NOT_LEARNED"
     SYNTHETIC_NOT_EVALUATED = "SYNTHETIC_NOT_EVALUATED"
@@ -62,6 +63,9 @@ REGISTRY: dict[FindingCode, CodeInfo] = {
         "validate", "device keys missing from the device catalog (stratum `unknown`)"),
     FindingCode.EXPECTATIONS_FAILED: CodeInfo(
         "validate", "the great-expectations suite failed on the sample"),
+    FindingCode.USERS_SET_ASIDE: CodeInfo(
+        "validate", "users whose row of users.parquet breaks a rule (unknown time zone, repeated "
+                    "id, ...), set aside with their sensor rows (rule `bad_user_metadata`)"),
     FindingCode.SYNTHETIC_NOT_LEARNED: CodeInfo(
         "synthetic", "the network does not learn a synthetic target within the budget"),
     FindingCode.SYNTHETIC_NOT_EVALUATED: CodeInfo(

@@ -13,6 +13,10 @@ from stethoscope.schemas.layout import RunPaths
 from stethoscope.schemas.outcome import StageOutcome
 from stethoscope.schemas.summary import DataSection, Finding
 
+# The rows of users.parquet set aside for bad metadata, as they came plus rule, column, value
+# (under RunPaths.validation; docs/architecture.md §4.2).
+REJECTED_USERS_FILE = "rejected_users.parquet"
+
 
 class ValidateConfig(StageConfig):
     heart_rate_min: float = Field(25.0, description="lowest plausible heart rate, bpm")
@@ -52,6 +56,16 @@ class ValidationResult:
     # rows probably held by files that could not be read at all (their share of the cohort's
     # bytes); counted in quarantined_share, never in rows_in
     rows_in_rejected_files_estimated: int = 0
+    # users.parquet rows set aside for bad metadata (their sensor rows are quarantined under
+    # `bad_user_metadata`): per rule the rows, and a few described ("user 'u3' (timezone
+    # 'Mars/Olympus')", data text quoted)
+    users_set_aside: int = 0
+    users_set_aside_by_rule: dict[str, int] = field(default_factory=dict)
+    users_set_aside_examples: list[str] = field(default_factory=list)
+
+    @property
+    def rejected_users(self) -> Path:
+        return RunPaths(self.run_dir).validation / REJECTED_USERS_FILE
 
     @property
     def report(self) -> Path:
@@ -70,6 +84,10 @@ class ValidationResult:
             f"  quarantine: {paths.quarantine if self.rows_quarantined else '(none)'}",
             f"  report:     {paths.validation_report}",
         ]
+        if self.users_set_aside:
+            lines.append(f"  users set aside for bad metadata ({self.users_set_aside}): "
+                         f"{self.rejected_users}")
+            lines += [f"    {example}" for example in self.users_set_aside_examples]
         if self.gx_success is not None:
             lines.append(f"  data docs:  {paths.data_docs / 'index.html'} "
                          f"(great-expectations: {'pass' if self.gx_success else 'expectations failed'})")

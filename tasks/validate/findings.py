@@ -1,5 +1,5 @@
-"""Findings of the validate stage: files set aside, rows quarantined, unknown devices, and a
-failed great-expectations suite. The gate's hard failures (too much set aside, unusable users or
+"""Findings of the validate stage: files set aside, users set aside for bad metadata, rows
+quarantined, unknown devices, and a failed great-expectations suite. The gate's hard failures (too much set aside, unusable users or
 labels) are errors raised by the gate itself, not findings."""
 
 from __future__ import annotations
@@ -19,6 +19,17 @@ def validation_findings(result: ValidationResult) -> list[Finding]:
             message=f"{len(result.files_rejected)} sensor-log file(s) set aside whole: "
                     f"{', '.join(result.files_rejected[:5])}",
             recommendation="read validation/report.json for the column, rule and fix of each"))
+    if result.users_set_aside:
+        why = ", ".join(f"{rule} ({n})" for rule, n in sorted(result.users_set_aside_by_rule.items()))
+        more = result.users_set_aside - len(result.users_set_aside_examples)
+        findings.append(Finding(
+            stage=STAGE, severity="warning", code=FindingCode.USERS_SET_ASIDE,
+            message=f"{result.users_set_aside} user(s) of users.parquet set aside for bad "
+                    f"metadata ({why}): {'; '.join(result.users_set_aside_examples)}"
+                    + (f" and {more} more" if more > 0 else ""),
+            recommendation="repair their rows of users.parquet: validation/rejected_users.parquet "
+                           "names each with the rule, column and value; their sensor rows are in "
+                           "validation/quarantine/ (rule bad_user_metadata)"))
     if result.rows_quarantined:
         findings.append(Finding(
             stage=STAGE, severity="info", code=FindingCode.ROWS_QUARANTINED,

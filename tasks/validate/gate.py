@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stethoscope.schemas.atomic import staging_dir, write_json_atomic
+from stethoscope.schemas.atomic import staging_dir, write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.devices import DEVICE_CATALOG
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.schemas.layout import CohortPaths, RunPaths
@@ -41,7 +41,8 @@ from stethoscope.schemas.tables import SENSOR_LOGS
 from stethoscope.tasks.shared.executor import map_ordered
 from stethoscope.tasks.shared.io import list_parquet_files
 from stethoscope.tasks.shared.progress import track
-from stethoscope.tasks.validate.config import ValidateConfig, ValidationResult
+from stethoscope.tasks.shared.users import UserSplit
+from stethoscope.tasks.validate.config import REJECTED_USERS_FILE, ValidateConfig, ValidationResult
 from stethoscope.tasks.validate.files import (
     FileCheck,
     check_file,
@@ -52,8 +53,15 @@ from stethoscope.tasks.validate.files import (
 from stethoscope.tasks.validate.findings import validation_findings
 from stethoscope.tasks.validate.gx import GxSession
 from stethoscope.tasks.validate.rules import RULES, RowLimits
-from stethoscope.tasks.validate.tables import check_labels, load_users
-from stethoscope.tasks.validate.units import UnitTally, check_unit, plan_units
+from stethoscope.tasks.validate.tables import (
+    check_labels,
+    load_users,
+    num_users_set_aside,
+    set_aside_examples,
+    set_aside_problems,
+    set_aside_report,
+)
+from stethoscope.tasks.validate.units import KnownUsers, UnitTally, check_unit, plan_units
 
 log = logging.getLogger("stethoscope.validate")
 
@@ -61,8 +69,11 @@ log = logging.getLogger("stethoscope.validate")
 def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) -> ValidationResult:
     """Validate `cohort` into `run.validation`; raise DataContractError when unusable."""
     _refuse_run_inside(cohort, run)
-    users = load_users(cohort.users)
-    conditions = check_labels(cohort.labels, users["user_id"])
+    split = load_users(cohort.users)
+    users = split.usable.to_pandas()
+    # labels of users set aside still match users of users.parquet: the gate judges those
+    named = pd.Series(users["user_id"].astype(str).tolist() + split.set_aside_ids, dtype=object)
+    conditions = check_labels(cohort.labels, named)
     files = _sensor_files(cohort)
     now = config.now or datetime.now(UTC)
     # Write a hidden sibling run directory of this attempt, move its validation/ into place
@@ -73,7 +84,9 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         accepted = [c for c in checks if c.ok]
         _set_aside(rejected, staged)
         gx_started = _start_gx(users, config, staged.data_docs) if config.great_expectations else None
-        tally = _check_units(accepted, users, staged, config, now)
+        tally = _check_units(accepted, split, staged, config, now)
+        if split.set_aside.num_rows:  # nothing lost: the users' rows, why, column and value
+            write_parquet_atomic(split.set_aside, staged.validation / REJECTED_USERS_FILE)
 
         rows_in = sum(c["rows_in"] for c in tally.per_file.values())
         rows_clean = sum(c["rows_clean"] for c in tally.per_file.values())
@@ -89,6 +102,7 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         report = _report(cohort, config, now, checks, tally, rows_in, rows_clean, rows_quarantined,
                          rows_rejected, share, conditions, warnings, gx)
         report["rows_in_rejected_files_estimated"] = rows_estimated
+        report["users_set_aside"] = set_aside_report(split.set_aside)
         write_json_atomic(report, staged.validation_report)
         shutil.rmtree(run.validation, ignore_errors=True)
         run.validation.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +114,13 @@ def validate_cohort(cohort: CohortPaths, run: RunPaths, config: ValidateConfig) 
         files_read=len(files), files_rejected=[c.name for c in rejected],
         unknown_devices=dict(tally.unknown_devices),
         gx_success=None if gx is None else all(o["success"] for o in gx["suites"]),
-        warnings=warnings, rows_in_rejected_files_estimated=rows_estimated)
-    _raise_if_unusable(result, rejected, tally, config, cohort, run.validation_report)
+        warnings=warnings, rows_in_rejected_files_estimated=rows_estimated,
+        users_set_aside=num_users_set_aside(split.set_aside),
+        users_set_aside_by_rule=dict(Counter(split.set_aside["rule"].to_pylist())),
+        users_set_aside_examples=set_aside_examples(split.set_aside))
+    user_problems = set_aside_problems(split.set_aside, cohort.users.name)
+    _raise_if_unusable(result, rejected, user_problems, tally, config, cohort,
+                       run.validation_report)
     return replace(result, findings=validation_findings(result))
 
 
@@ -179,14 +198,15 @@ def _set_aside(rejected: list[FileCheck], staged: RunPaths) -> None:
             log.warning("could not copy %s to %s: %s", c.name, staged.rejected_files.name, exc)
 
 
-def _check_units(accepted: list[FileCheck], users: pd.DataFrame, staged: RunPaths,
+def _check_units(accepted: list[FileCheck], split: UserSplit, staged: RunPaths,
                  config: ValidateConfig, now: datetime) -> UnitTally:
     """Check and write every unit of the accepted files, `workers` units at once (units share
     no user; Arrow, numpy and the Parquet writer release the GIL in the heavy parts)."""
     limits = RowLimits(config.heart_rate_min, config.heart_rate_max, config.max_steps_per_minute,
                        5.0, 3600.0, config.earliest,
                        now + timedelta(minutes=config.future_tolerance_minutes))
-    known_users = pa.array(users["user_id"].astype(str).tolist(), pa.string())
+    known_users = KnownUsers(usable=split.usable["user_id"].combine_chunks().cast(pa.string()),
+                             set_aside=pa.array(split.set_aside_ids, pa.string()))
     total_rows = sum(c.num_rows or 0 for c in accepted)
     gx_every = max(1, -(-total_rows // config.gx_sample_rows)) if config.great_expectations else 0
     workers = config.workers or os.cpu_count() or 1
@@ -215,12 +235,14 @@ def _warnings(rejected: list[FileCheck], accepted: list[FileCheck], tally: UnitT
     return warnings
 
 
-def _raise_if_unusable(result: ValidationResult, rejected: list[FileCheck], tally: UnitTally,
-                       config: ValidateConfig, cohort: CohortPaths, report: Path) -> None:
-    """The data-contract error when no row is usable or too many were quarantined."""
+def _raise_if_unusable(result: ValidationResult, rejected: list[FileCheck],
+                       user_problems: list[Problem], tally: UnitTally, config: ValidateConfig,
+                       cohort: CohortPaths, report: Path) -> None:
+    """The data-contract error when no row is usable or too many were quarantined (rows of
+    users set aside for bad metadata count: `user_problems` names them)."""
     if result.rows_clean == 0:
         raise DataContractError(f"{cohort.root}: no usable sensor rows (see {report})",
-                                [p for c in rejected for p in c.problems])
+                                [p for c in rejected for p in c.problems] + user_problems)
     share = result.quarantined_share
     if share > config.max_quarantine_share:
         top = Counter({k: v for c in tally.per_file.values() for k, v in c.items()
@@ -232,7 +254,7 @@ def _raise_if_unusable(result: ValidationResult, rejected: list[FileCheck], tall
             f"bound of {config.max_quarantine_share:.2%} (report: {report})",
             [Problem(rule=k.removeprefix("rule:"), count=v, message=RULES_BY_NAME[k.removeprefix('rule:')][0],
                      fix=RULES_BY_NAME[k.removeprefix('rule:')][1]) for k, v in top]
-            + [p for c in rejected for p in c.problems])
+            + [p for c in rejected for p in c.problems] + user_problems)
 
 
 RULES_BY_NAME = {name: (expected, fix) for name, expected, fix in RULES.values()}

@@ -25,12 +25,17 @@ RULES: dict[int, tuple[str, str, str]] = {
         "check the device clock / the export's timezone conversion"),
     4: ("unknown_user", "every user_id is in users.parquet",
         "add the user to users.parquet (age, sex, timezone) or remove their rows"),
-    5: ("heart_rate_out_of_range", "heart_rate within [heart_rate_min, heart_rate_max] bpm, or null",
+    5: ("bad_user_metadata", "the user's row of users.parquet is usable: one row per user, an IANA "
+        "timezone, sex F/M/U, age within [0, 120] or null (validation/rejected_users.parquet names "
+        "each user set aside with the rule, column and value)",
+        "repair the user's row of users.parquet (the column and value in "
+        "validation/rejected_users.parquet) and re-run"),
+    6: ("heart_rate_out_of_range", "heart_rate within [heart_rate_min, heart_rate_max] bpm, or null",
         "write null for 'not measured'; values outside the range are sensor errors"),
-    6: ("steps_negative", "steps >= 0, or null", "write null for 'not measured'"),
-    7: ("duplicate_timestamp", "(user_id, timestamp) unique; the first clean occurrence is kept",
+    7: ("steps_negative", "steps >= 0, or null", "write null for 'not measured'"),
+    8: ("duplicate_timestamp", "(user_id, timestamp) unique; the first clean occurrence is kept",
         "deduplicate the export; repeated rows usually come from overlapping export windows"),
-    8: ("steps_implausible", "steps <= max_steps_per_minute x the interval until the user's next steps sample",
+    9: ("steps_implausible", "steps <= max_steps_per_minute x the interval until the user's next steps sample",
         "check the export's step aggregation interval"),
 }
 RULE_NAMES: dict[int, str] = {code: spec[0] for code, spec in RULES.items()}
@@ -135,8 +140,11 @@ def sort_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray | None, np.ndarray,
     return table, order.to_numpy().astype(np.int64), codes, _run_starts(codes), _micros_of(table)
 
 
-def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> CheckedRows:
-    """Apply every row rule to one unit's rows (CANONICAL: dictionary strings)."""
+def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits,
+               set_aside_users: pa.Array | None = None) -> CheckedRows:
+    """Apply every row rule to one unit's rows (CANONICAL: dictionary strings). `known_users`:
+    the usable users of users.parquet; `set_aside_users`: those whose metadata was set aside
+    (their rows break `bad_user_metadata`, not `unknown_user`)."""
     table, source_row, user, starts, ts = sort_rows(table)
     n = table.num_rows
     rule = np.zeros(n, dtype=np.int8)
@@ -163,18 +171,22 @@ def check_rows(table: pa.Table, known_users: pa.Array, limits: RowLimits) -> Che
 
     known = pc.is_in(users, value_set=known_users).to_numpy(zero_copy_only=False)
     if not known.all():
-        flag(4, np.r_[~known, False][user])
+        aside = np.zeros(len(known), dtype=bool)
+        if set_aside_users is not None and len(set_aside_users):
+            aside = pc.is_in(users, value_set=set_aside_users).to_numpy(zero_copy_only=False)
+        flag(4, np.r_[~known & ~aside, False][user])
+        flag(5, np.r_[~known & aside, False][user])
 
     hr = table["heart_rate"].to_numpy(zero_copy_only=False)  # null -> NaN
     hr_null = is_null("heart_rate")
     hr_bad = ~hr_null & ~((hr >= limits.heart_rate_min) & (hr <= limits.heart_rate_max))
-    flag(5, hr_bad)  # NaN (as opposed to null) fails the comparison: quarantined, not coerced
+    flag(6, hr_bad)  # NaN (as opposed to null) fails the comparison: quarantined, not coerced
 
     steps_null = is_null("steps")
     steps = table["steps"].fill_null(0).to_numpy()
-    flag(6, ~steps_null & (steps < 0))
-    flag(7, _duplicates(user, ts, rule == 0))
-    flag(8, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
+    flag(7, ~steps_null & (steps < 0))
+    flag(8, _duplicates(user, ts, rule == 0))
+    flag(9, _implausible_steps(user, ts, steps, steps_null | (rule != 0), limits))
     return CheckedRows(table=table, rule=rule, source_row=source_row, user=user, user_starts=starts)
 
 

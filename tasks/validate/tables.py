@@ -1,14 +1,17 @@
 """The validation stage's checks of a cohort's small tables: users.parquet (required) and
-labels.parquet (optional). Every problem at once, as one DataContractError (never retried).
+labels.parquet (optional), before any sensor log is read.
 
-Both are checked before any sensor log is read, so a table that would break a later stage
-(a null user id, a label column Keras cannot name a layer after, labels of nobody) fails the
-run here, not after hours of training."""
+users.parquet: a whole-file problem (missing, unreadable, a missing column, ids that are not
+strings) is a DataContractError; a user whose row breaks a rule of `shared.users.USER_RULES` is
+set aside (its sensor rows are quarantined under `bad_user_metadata`, and the gate counts them),
+so one bad row no longer stops the cohort. labels.parquet: every problem at once, as one
+DataContractError (never retried), so a table that would break a later stage (a label column
+Keras cannot name a layer after, labels of nobody) fails the run here, not after hours of
+training."""
 
 from __future__ import annotations
 
 import re
-import zoneinfo
 from pathlib import Path
 
 import pandas as pd
@@ -17,44 +20,78 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stethoscope.schemas.errors import DataContractError, Problem
-from stethoscope.schemas.tables import SEXES
-from stethoscope.tasks.shared.users import read_users
+from stethoscope.tasks.shared.users import USER_RULES, UserSplit, read_user_split
+from stethoscope.tasks.validate.config import REJECTED_USERS_FILE
 
 # A condition becomes the model head `head_<condition>` and the Keras scope of its layers.
 LABEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def load_users(path: Path) -> pd.DataFrame:
-    """users.parquet, checked: every problem at once, as a DataContractError."""
-    name = path.name
-    table = read_users(path, stage="validate")
-    problems = _user_id_problems(table["user_id"], name, "the user ids the sensor logs use")
-    users = table.to_pandas()
-    ids = users["user_id"]
-    dup = ids[ids.duplicated() & ids.notna()].unique().tolist()
-    if dup:
-        problems.append(Problem(rule="duplicate_user", file=name, column="user_id", count=len(dup),
-                                message=f"user ids repeat: {dup[:5]}.", fix="keep one row per user"))
-    zones = zoneinfo.available_timezones()
-    bad_tz = sorted(set(users.loc[~users["timezone"].isin(zones), "timezone"].astype(str)))
-    if bad_tz:
-        problems.append(Problem(rule="unknown_timezone", file=name, column="timezone",
-                                message=f"not IANA timezone names: {bad_tz[:5]}.",
-                                fix="use names like 'Europe/Berlin' (zoneinfo.available_timezones())"))
-    bad_sex = sorted(set(users.loc[~users["sex"].isin(SEXES), "sex"].astype(str)))
-    if bad_sex:
-        problems.append(Problem(rule="unknown_sex", file=name, column="sex",
-                                message=f"values {bad_sex[:5]} are not F, M or U.",
-                                fix="map them to F, M or U (unknown)"))
-    age = pd.to_numeric(users["age"], errors="coerce")
-    bad_age = int(((age < 0) | (age > 120) | (age.isna() & users["age"].notna())).sum())
-    if bad_age:
-        problems.append(Problem(rule="age_out_of_range", file=name, column="age", count=bad_age,
-                                message="ages must be numbers within [0, 120] years or null.",
-                                fix="repair or null the ages"))
-    if problems:
-        raise DataContractError(f"{path}: users table breaks its contract", problems)
-    return users
+def load_users(path: Path) -> UserSplit:
+    """users.parquet split into usable users and the rows set aside for bad metadata
+    (`tasks.shared.users`, rules USER_RULES). A whole-file problem (missing, unreadable, a
+    missing column, user ids that are not strings) is a DataContractError."""
+    return read_user_split(path, stage="validate")
+
+
+def set_aside_problems(aside: pa.Table, file: str, examples: int = 5) -> list[Problem]:
+    """One Problem per rule that set users aside: the users, the column and the values found
+    (data text quoted with repr and cut short: never trusted)."""
+    problems = []
+    for rule, (column, expected, fix) in USER_RULES.items():
+        rows = aside.filter(pc.equal(aside["rule"], rule))
+        if not rows.num_rows:
+            continue
+        described = list(dict.fromkeys(describe_set_aside(u, column, v) for u, v in zip(
+            rows["user_id"].to_pylist(), rows["value"].to_pylist(), strict=True)))
+        shown = ", ".join(described[:examples])
+        more = f" and {len(described) - examples} more" if len(described) > examples else ""
+        problems.append(Problem(
+            rule=rule, file=file, column=column, count=rows.num_rows,
+            message=f"rows set aside, expected {expected}: {shown}{more}.",
+            fix=f"{fix}; every row set aside is in validation/rejected_users.parquet"))
+    return problems
+
+
+def set_aside_report(aside: pa.Table, listed: int = 100) -> dict:
+    """report.json's account of the users set aside: rows per rule and the reasons of the
+    first `listed` rows (every row is in rejected_users.parquet)."""
+    rules = aside["rule"].to_pylist()
+    shown = aside.slice(0, listed)
+    return {
+        "file": REJECTED_USERS_FILE if aside.num_rows else None,
+        "users": num_users_set_aside(aside), "rows": aside.num_rows,
+        "rules": {rule: {"rows": rules.count(rule), "column": column, "expected": expected,
+                         "fix": fix} for rule, (column, expected, fix) in USER_RULES.items()},
+        "set_aside": shown.select(["user_id", "rule", "column", "value"]).to_pylist(),
+    }
+
+
+def num_users_set_aside(aside: pa.Table) -> int:
+    """Users set aside: a repeated id once, each row without an id as one."""
+    ids = aside["user_id"].cast(pa.string()).to_pylist()
+    named = {i for i in ids if i is not None and i.strip()}
+    return len(named) + sum(1 for i in ids if i is None or not i.strip())
+
+
+def set_aside_examples(aside: pa.Table, examples: int = 5) -> list[str]:
+    """The first few users set aside, described (the rows of a repeated id once)."""
+    described = (describe_set_aside(u, c, v) for u, c, v in zip(
+        *(aside[k].to_pylist() for k in ("user_id", "column", "value")), strict=True))
+    return list(dict.fromkeys(described))[:examples]
+
+
+def describe_set_aside(user_id: object, column: str, value: object) -> str:
+    """"user 'u3' (timezone 'Mars/Olympus')": data strings quoted, escaped and cut short."""
+    return f"user {quote(user_id)} ({column} {quote(value)})"
+
+
+def quote(value: object, width: int = 40) -> str:
+    """A data value as a short Python literal: control characters and quotes escaped."""
+    if value is None:
+        return "null"
+    text = str(value)
+    return repr(text[:width]) + ("…" if len(text) > width else "")
 
 
 def check_labels(path: Path, user_ids: pd.Series | None = None) -> list[str]:

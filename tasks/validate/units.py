@@ -71,6 +71,14 @@ def plan_units(checks: list[FileCheck]) -> list[list[FileCheck]]:
     return sorted(groups.values(), key=lambda g: str(g[0].path))
 
 
+@dataclass(frozen=True)
+class KnownUsers:
+    """The ids of users.parquet: usable ones, and those set aside for bad metadata."""
+
+    usable: pa.Array  # string
+    set_aside: pa.Array  # string
+
+
 @dataclass
 class UnitTally:
     """Running counts while streaming; per file and per rule."""
@@ -91,7 +99,7 @@ class UnitTally:
         self.gx_parts += other.gx_parts
 
 
-def check_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_users: pa.Array,
+def check_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, users: KnownUsers,
                 limits: RowLimits, bucket_rows: int, gx_every: int) -> UnitTally:
     """Check one unit of files (sharing users) in user buckets of at most `bucket_rows` rows;
     write its clean and quarantined rows; return its counts."""
@@ -110,7 +118,7 @@ def check_unit(unit_no: int, unit: list[FileCheck], staged: RunPaths, known_user
             sources.append(np.full(table.num_rows, source_no, dtype=np.int32))
             positions.append(np.arange(table.num_rows, dtype=np.int64) if position is None else position)
         table = pa.concat_tables(parts).unify_dictionaries() if len(parts) > 1 else parts[0]
-        checked = check_rows(table, known_users, limits)
+        checked = check_rows(table, users.usable, limits, users.set_aside)
         name = f"part-{unit_no:05d}-{bucket:03d}.parquet"
         _write_outcome(unit, checked, name, staged, tally, num_buckets == 1)
         if checked.table.num_rows and gx_every:

@@ -276,14 +276,16 @@ def test_labels_matching_some_users_pass(make_cohort, tmp_path):
 
 @pytest.mark.parametrize("bad_id", [None, "", "   "])
 def test_null_or_empty_user_ids_in_users_parquet(make_cohort, tmp_path, capsys, bad_id):
+    """A row naming no user is set aside (rule missing_user_id); the users named go on."""
     cohort = make_cohort({"a.parquet": sensor_table("u1", 100)}, users=["u1"])
     pq.write_table(pa.table({"user_id": pa.array(["u1", bad_id], pa.string()), "age": [40.0, 50.0],
                              "sex": ["F", "M"], "timezone": ["UTC", "UTC"]}), cohort / "users.parquet")
-    code, _, err = cli(validate_argv(cohort, tmp_path / "run"), capsys)
-    assert code == EXIT_USAGE
-    assert first_line(err).endswith("users.parquet: users table breaks its contract")
-    assert "file users.parquet, column 'user_id', rule missing_user_id, 1 rows" in err
-    assert not (tmp_path / "run").exists()
+    code, out, _ = cli(validate_argv(cohort, tmp_path / "run"), capsys)
+    assert code == EXIT_OK
+    assert "100 clean" in out and "users set aside for bad metadata (1)" in out
+    rejected = pq.read_table(tmp_path / "run" / "validation" / "rejected_users.parquet")
+    assert rejected["rule"].to_pylist() == ["missing_user_id"]
+    assert rejected["user_id"].to_pylist() == [bad_id]
 
 
 def test_an_empty_user_id_in_sensor_logs_is_quarantined(make_cohort, tmp_path):

@@ -256,9 +256,11 @@ def test_broken_inputs_are_named_all_at_once(tmp_path):
     assert "'b'" in str(error.value) and "'c'" in str(error.value)
     assert not (tmp_path / "uw.parquet").exists()
 
+    # a user whose zone is unknown is set aside by the one reader (validation quarantines its
+    # rows): clean logs holding its rows anyway name it
     pq.write_table(pa.table({"user_id": ["a", "b", "c"], "age": [1.0] * 3, "sex": ["F"] * 3,
                              "timezone": ["UTC", "Mars/Olympus", "Europe/Berlin"]}), users)
-    with pytest.raises(DataContractError, match="Mars/Olympus"):
+    with pytest.raises(DataContractError, match=r"1 users .*\['b'\].*set aside for bad metadata"):
         build_user_weeks(clean, users, tmp_path / "uw.parquet", LabelsConfig())
 
     pq.write_table(pa.table({"user_id": ["a", "b", "c"], "age": [1.0] * 3, "sex": ["F"] * 3,

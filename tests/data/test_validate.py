@@ -240,15 +240,21 @@ def test_great_expectations_flags_users_missing_from_the_users_table(make_cohort
         ("expect_column_values_to_not_be_null", "users_timezone", 100)]
 
 
-def test_bad_users_table_is_a_contract_error_listing_every_problem(make_cohort, tmp_path):
+def test_a_users_table_without_one_usable_user_lists_every_problem(make_cohort, tmp_path):
+    """Each bad row sets its user aside (docs/architecture.md §4.2); with no usable user left,
+    no sensor row is clean: a contract error naming every rule the users broke."""
     cohort = make_cohort({"a.parquet": sensor_table("u1", 10)}, users=["u1"])
-    pq.write_table(pa.table({"user_id": ["u1", "u1"], "age": [30.0, 200.0], "sex": ["F", "X"],
-                             "timezone": ["Mars/Olympus", "UTC"]}), cohort / "users.parquet")
-    with pytest.raises(DataContractError) as err:
+    pq.write_table(pa.table({"user_id": ["u1", "u1", "u2", "u3", "u4"],
+                             "age": [30.0, 31.0, 40.0, 50.0, 200.0], "sex": ["F", "F", "M", "X", "U"],
+                             "timezone": ["UTC", "UTC", "Mars/Olympus", "UTC", "UTC"]}),
+                   cohort / "users.parquet")
+    with pytest.raises(DataContractError, match="no usable sensor rows") as err:
         _run(cohort, tmp_path)
     rules = [p.rule for p in err.value.problems]
     assert rules == ["duplicate_user", "unknown_timezone", "unknown_sex", "age_out_of_range"]
-    assert not (tmp_path / "run" / "validation").exists()
+    rejected = pq.read_table(tmp_path / "run" / "validation" / "rejected_users.parquet")
+    assert rejected["user_id"].to_pylist() == ["u1", "u1", "u2", "u3", "u4"]
+    assert set(_quarantine(RunPaths(tmp_path / "run"))["rule"].to_pylist()) == {"bad_user_metadata"}
 
 
 def test_cli_exit_codes(make_cohort, tmp_path, capsys):
