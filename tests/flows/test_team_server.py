@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,25 @@ def test_the_worker_never_sees_the_database_settings() -> None:
     assert server_db.without_database_settings(env) == {"PREFECT_API_URL": "http://h/api",
                                                         "HOME": "/root"}
     assert server_db.configured_url(env) == "x"
+
+
+def test_the_url_goes_to_the_server_only_and_a_team_host_serves_its_own_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from stethoscope.flows.serve import ServeOptions, prefect_environment, server_environment
+
+    monkeypatch.delenv("PREFECT_SERVER_UI_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_DATABASE_PASSWORD", "from-env")
+    url = "postgresql+asyncpg://u:p@db:5432/prefect"
+    options = ServeOptions(port=4300, project_dir=tmp_path, host="0.0.0.0", database_url=url)
+    env = prefect_environment(options)
+    server = server_environment(options, env)
+    assert not server_db.database_settings(env)  # the worker and every run
+    assert server[server_db.URL_ENV] == url and server["PREFECT_API_DATABASE_PASSWORD"] == "from-env"
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:4300/api"  # this machine's own clients
+    assert server["PREFECT_SERVER_API_HOST"] == "0.0.0.0"
+    assert server["PREFECT_SERVER_UI_API_URL"] == f"http://{socket.getfqdn()}:4300/api"
+    loopback = ServeOptions(port=4300, project_dir=tmp_path)
+    assert "PREFECT_SERVER_UI_API_URL" not in server_environment(loopback, prefect_environment(loopback))
 
 
 # --- a throw-away PostgreSQL --------------------------------------------------------------------
