@@ -106,7 +106,7 @@ def test_the_url_goes_to_the_server_only_and_a_team_host_serves_its_own_name(
 
 @dataclass
 class Postgres:
-    url: str  # postgresql+asyncpg://stethoscope:<password>@127.0.0.1:<port>/prefect
+    url: str  # postgresql+asyncpg://prefect:<password>@127.0.0.1:<port>/prefect
     password: str
     pid: int  # the postmaster's
 
@@ -179,11 +179,15 @@ def postgres() -> Iterator[Postgres]:
                 if (base / "postgres.log").exists() else ""
             _unavailable(f"pg_ctl start failed ({start.returncode}): {start.stderr}{log}")
         pid = int((data / "postmaster.pid").read_text().split()[0])
-        server = Postgres(url=f"postgresql+asyncpg://stethoscope:{password}@127.0.0.1:{port}/postgres",
-                          password=password, pid=pid)
-        server.query("CREATE DATABASE prefect")
-        server.url = server.url.rsplit("/", 1)[0] + "/prefect"
-        yield server
+        admin = Postgres(url=f"postgresql+asyncpg://stethoscope:{password}@127.0.0.1:{port}/postgres",
+                         password=password, pid=pid)
+        # as the README sets it up: a login role without superuser, owning Prefect's database
+        # (Prefect's migrations create the trusted extension pg_trgm there)
+        secret = secrets.token_hex(12)
+        admin.query(f"CREATE ROLE prefect LOGIN PASSWORD '{secret}'")
+        admin.query("CREATE DATABASE prefect OWNER prefect")
+        yield Postgres(url=f"postgresql+asyncpg://prefect:{secret}@127.0.0.1:{port}/prefect",
+                       password=secret, pid=pid)
     finally:
         if started:
             stop = pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop")
@@ -277,12 +281,28 @@ def _wait_for_workers(stack: PrefectStack, names: tuple[str, ...], timeout: floa
     raise AssertionError(f"workers {names} did not register with pool {POOL} within {timeout} s")
 
 
+def _submitted_by(stack: PrefectStack, flow_run_id: str, timeout: float = 60) -> str:
+    """The worker that took the run, from the run's log line `Worker 'NAME' submitting flow
+    run ...` (workers send their logs to the server in batches: poll)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = stack.request("POST", "/logs/filter", json={
+            "logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}).json()
+        workers = {m[1] for entry in logs
+                   if (m := re.match(r"Worker '([^']+)' submitting flow run", entry["message"]))}
+        if workers:
+            assert len(workers) == 1, workers
+            return workers.pop()
+        time.sleep(1)
+    raise AssertionError(f"no worker's 'submitting flow run' log line for {flow_run_id}")
+
+
 @pytest.mark.integration
 def test_two_workers_run_two_flow_runs_at_once_on_postgresql(
         team_stack: TeamStack, postgres: Postgres) -> None:
     stack = team_stack.stack
     text = stack.log.read_text(errors="replace")
-    assert "Prefect database: postgresql+asyncpg://stethoscope:***@127.0.0.1:" in text
+    assert "Prefect database: postgresql+asyncpg://prefect:***@127.0.0.1:" in text
     assert "worker: none here (--no-worker)" in text
     server_log = (team_stack.home / "server.log").read_text(errors="replace")
     assert postgres.password not in text + server_log
@@ -304,13 +324,7 @@ def test_two_workers_run_two_flow_runs_at_once_on_postgresql(
         assert (stack.data_root / f"cohort-{name}" / "users.parquet").is_file()
 
     # one run on each worker (each takes one at a time), and the two ran at the same time
-    submitted_by = {}
-    for name, run_id in ids.items():
-        logs = stack.request("POST", "/logs/filter", json={
-            "logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
-        [worker] = {m[1] for entry in logs
-                    if (m := re.match(r"Worker '([^']+)' submitting flow run", entry["message"]))}
-        submitted_by[name] = worker
+    submitted_by = {name: _submitted_by(stack, run_id) for name, run_id in ids.items()}
     assert set(submitted_by.values()) == set(WORKERS), submitted_by
     a, b = ({key: datetime.fromisoformat(runs[n][key]) for key in ("start_time", "end_time")}
             for n in ("a", "b"))
