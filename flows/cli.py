@@ -274,7 +274,8 @@ def _serve(args: argparse.Namespace) -> int:
     from stethoscope.flows.serve import ServeOptions, serve
 
     return serve(ServeOptions(port=args.port, demo_cohort=not args.no_demo_cohort,
-                              alert_webhook=args.alert_webhook))
+                              alert_webhook=args.alert_webhook, host=args.host,
+                              database_url=args.database_url, worker=not args.no_worker))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not simulate cohorts/demo (the default data of audit-on-demand)")
     p.add_argument("--alert-webhook", default=None, metavar="URL",
                    help="install automations/audit-failed.yaml, notifying this webhook")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="the server's database, e.g. postgresql+asyncpg://user:password@host:5432/"
+                   "prefect (default: PREFECT_SERVER_DATABASE_CONNECTION_URL if set, else SQLite "
+                   "in PREFECT_HOME); prefer that variable to keep the password out of the "
+                   "process list; printed with the password masked")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                   help="the server's bind address (default 127.0.0.1); 0.0.0.0 lets workers and "
+                   "browsers on other machines in: the API and UI have no authentication")
+    p.add_argument("--no-worker", action="store_true",
+                   help="start no worker here: runs wait for workers on other machines")
     p.set_defaults(func=_serve)
     return parser
 

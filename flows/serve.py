@@ -7,8 +7,11 @@ browser (the artifacts link there: a web page cannot open file: links), optional
 the failure alert, and prints the UI address. Ctrl-C (or SIGTERM) stops everything it started,
 worker first, each by its process id.
 
-The server's database and logs live in PREFECT_HOME (default: `<project>/.prefect`); server
-analytics are off, and the UI is Prefect's V1 UI, which makes no request off the machine.
+The server's logs live in PREFECT_HOME (default: `<project>/.prefect`), and so does its SQLite
+database unless `--database-url` names a PostgreSQL one (a team's server: server_db.py); server
+analytics are off, and the UI is Prefect's V1 UI, which makes no request off the machine. A
+team's server binds to another address with `--host` (the API and UI have no authentication)
+and may run no worker of its own (`--no-worker`): the workers then run on other machines.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import unquote, urlsplit
 
+from stethoscope.flows import server_db
 from stethoscope.flows.roots import ROOTS_ENV
 from stethoscope.schemas.errors import UsageError
 
-HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # the default bind address, and where this machine's own clients connect
+WILDCARDS = ("0.0.0.0", "::")
 POOL = "stethoscope"  # the work pool of every deployment in prefect.yaml
 DEMO_COHORT = Path("cohorts") / "demo"
 ALERT_FILE = Path("automations") / "audit-failed.yaml"
@@ -55,6 +60,9 @@ class ServeOptions:
     demo_cohort: bool = True
     alert_webhook: str | None = None
     reports_port: int | None = None  # default: port + 1, or any free port
+    host: str = HOST  # the server's bind address; anything but loopback is reachable by others
+    database_url: str | None = None  # default: PREFECT_SERVER_DATABASE_CONNECTION_URL, or SQLite
+    worker: bool = True  # False: a server for workers on other machines only
 
 
 def project_dir() -> Path:
@@ -69,17 +77,41 @@ def project_dir() -> Path:
 
 
 def prefect_environment(options: ServeOptions) -> dict[str, str]:
-    """The environment of the server, the CLI calls and the worker (and so of every run)."""
-    env = dict(os.environ)
+    """The environment of the CLI calls and the worker (and so of every run): Prefect's
+    database settings removed, they are the server's alone (server_environment)."""
+    env = server_db.without_database_settings(os.environ)
     env.setdefault("PREFECT_HOME", str(options.project_dir / ".prefect"))
-    env["PREFECT_API_URL"] = f"http://{HOST}:{options.port}/api"
-    env["PREFECT_SERVER_API_HOST"] = HOST
+    env["PREFECT_API_URL"] = f"http://{_url_host(local_address(options.host))}:{options.port}/api"
+    env["PREFECT_SERVER_API_HOST"] = options.host
     env["PREFECT_SERVER_API_PORT"] = str(options.port)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stethoscope")  # our log lines in the UI
     env.setdefault("PREFECT_SERVER_UI_V2_ENABLED", "false")  # V1 UI: no request off the machine
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
+
+
+def server_environment(options: ServeOptions, env: dict[str, str]) -> dict[str, str]:
+    """The server's environment: `env` plus the database URL (given, or inherited from ours),
+    and, when others can reach it, the API address their browsers load the UI's data from."""
+    server = {**env, **server_db.database_settings(os.environ)}
+    if options.database_url is not None:
+        server.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+        server[server_db.URL_ENV] = options.database_url
+    if not _is_loopback(options.host):
+        server.setdefault("PREFECT_SERVER_UI_API_URL", f"{team_url(options)}/api")
+    return server
+
+
+def local_address(host: str) -> str:
+    """Where clients on this machine reach a server bound to `host`."""
+    return HOST if host in WILDCARDS else host
+
+
+def team_url(options: ServeOptions) -> str:
+    """The server's address for other machines: the host name when bound to every address."""
+    name = socket.getfqdn() if options.host in WILDCARDS else options.host
+    return f"http://{_url_host(name)}:{options.port}"
 
 
 class Stack:
@@ -125,7 +157,11 @@ class Stack:
 def serve(options: ServeOptions) -> int:
     """Start everything, print the UI address, wait for Ctrl-C; return the exit status."""
     project = options.project_dir
+    if options.database_url is not None:
+        server_db.check_url(options.database_url)
     env = prefect_environment(options)
+    server_env = server_environment(options, env)
+    database_url = server_db.configured_url(server_env)
     home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     prefect = [sys.executable, "-m", "prefect"]
@@ -134,13 +170,20 @@ def serve(options: ServeOptions) -> int:
     # then start with the default disposition and stop when asked.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    local = f"http://{_url_host(local_address(options.host))}:{options.port}"
     try:
-        _refuse_busy_port(options.port)
-        server = stack.start("Prefect server", [*prefect, "server", "start", "--host", HOST,
-                                                "--port", str(options.port)], env, project,
+        _refuse_busy_port(local_address(options.host), options.port)
+        if not _is_loopback(options.host):
+            print(f"WARNING: the Prefect server listens on {options.host}:{options.port}: the API "
+                  "and the UI have no authentication, so anyone who can reach that address can "
+                  "start, change and delete runs and deployments. Allow only your team's machines "
+                  "(firewall, VPN).", file=sys.stderr, flush=True)
+        server = stack.start("Prefect server", [*prefect, "server", "start", "--host", options.host,
+                                                "--port", str(options.port)], server_env, project,
                              log=home / "server.log")
-        _wait_healthy(f"http://{HOST}:{options.port}/api/health", server, home / "server.log")
+        _wait_healthy(f"{local}/api/health", server, home / "server.log", database_url)
         print(f"Prefect server: pid {server.pid}, log {home / 'server.log'}", flush=True)
+        print(f"Prefect database: {server_db.describe(database_url, str(home))}", flush=True)
         _run([*prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
              env, project, "create the work pool")
         _run([*prefect, "--no-prompt", "deploy", "--all"], env, project, "deploy prefect.yaml")
@@ -151,12 +194,20 @@ def serve(options: ServeOptions) -> int:
         if options.alert_webhook:
             print(install_alert(options.alert_webhook, project / ALERT_FILE, env["PREFECT_API_URL"]),
                   flush=True)
-        worker = stack.start("worker", [*prefect, "worker", "start", "--pool", POOL,
-                                        "--type", "process"], env, project)
-        print(f"worker: pid {worker.pid}, pool {POOL}", flush=True)
-        ui = f"http://{HOST}:{options.port}"
+        if options.worker:
+            worker = stack.start("worker", [*prefect, "worker", "start", "--pool", POOL,
+                                            "--type", "process"], env, project)
+            print(f"worker: pid {worker.pid}, pool {POOL}", flush=True)
+        else:
+            print(f"worker: none here (--no-worker); runs wait for a worker of pool {POOL}",
+                  flush=True)
+        ui = local if _is_loopback(options.host) else team_url(options)
+        team = ("" if _is_loopback(options.host) else
+                f"  workers on other machines: PREFECT_API_URL={ui}/api "
+                f"prefect worker start --pool {POOL}\n")
         print(f"\nstethoscope serve: ready. Prefect UI: {ui}\n"
               f"  run one now: {ui}/deployments -> audit-on-demand -> Run -> Custom run\n"
+              f"{team}"
               f"  reports are served at {reports}/<path of the run>/report.html\n"
               "  Ctrl-C stops the worker and the server.\n", flush=True)
         while not stack.dead():
@@ -167,7 +218,8 @@ def serve(options: ServeOptions) -> int:
         print("\nstethoscope serve: stopping", flush=True)
         return 0
     except ServeError as exc:  # a step failed: say which, with its output; no traceback
-        print(f"stethoscope serve: {exc}", file=sys.stderr, flush=True)
+        print(f"stethoscope serve: {server_db.redact(str(exc), database_url)}", file=sys.stderr,
+              flush=True)
         return 1
     finally:
         stack.stop()
@@ -213,18 +265,34 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _refuse_busy_port(port: int) -> None:
-    with socket.socket() as probe:
-        if probe.connect_ex((HOST, port)) == 0:
-            raise UsageError(f"{HOST}:{port} is already in use (another Prefect server?); "
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
+
+
+def _refuse_busy_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        if probe.connect_ex((host, port)) == 0:
+            raise UsageError(f"{host}:{port} is already in use (another Prefect server?); "
                              "stop it, or pass --port")
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, database_url: str | None,
+                  timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            tail = server_db.redact(tail, database_url)
             raise ServeError(f"the Prefect server exited ({process.returncode}) while starting:\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
