@@ -217,7 +217,7 @@ def _compare(args: argparse.Namespace) -> int:
     from stethoscope.flows.parameters import CompareParameters
     from stethoscope.schemas.errors import UsageError
 
-    unknown = sorted(set(spec) - {"base", "variants", "comparison"})
+    unknown = sorted(set(spec) - {"base", "variants", "comparison", "execution"})
     variants = spec.get("variants")
     if unknown or not isinstance(variants, dict):
         raise UsageError(f"--variants {args.variants}: expected `base:` (config sections), "
@@ -227,7 +227,8 @@ def _compare(args: argparse.Namespace) -> int:
         "data_dir": str(data), "out_dir": str(out), "base": spec.get("base") or {},
         "variants": [{"name": str(name), "overrides": overrides or {}}
                      for name, overrides in variants.items()],
-        "seeds": args.seeds, "comparison": spec.get("comparison") or {}})
+        "seeds": args.seeds, "comparison": spec.get("comparison") or {},
+        "execution": spec.get("execution") or {}, **_execution(args, spec)})
     environment.make_prefect_home()
     from stethoscope.flows.compare_architectures import compare_architectures
 
@@ -396,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="comparison directory to write")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant (default 1; 2 or "
                    "more tell every measure's noise)")
+    p.add_argument("--executor", choices=["local", "dask"], default=None,
+                   help="local (default: variants one after another) or dask (in parallel)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local Dask cluster (implies --executor dask)")
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask scheduler instead of a local cluster")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("bless", parents=[common], help="make a run the reference of later runs",

@@ -138,6 +138,7 @@ class CompareParameters(BaseModel):
     seeds: int = Field(1, ge=1, le=10, description="runs per variant (train and synthetic seeds "
                        "0..seeds-1 added to the configured ones)")
     comparison: VariantsConfig = Field(default_factory=VariantsConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="after")
     def _valid_variants(self) -> CompareParameters:
