@@ -97,7 +97,7 @@ def run_compare(name: str, spec: dict, cohort: Path, out: Path, seeds: int) -> f
 
 
 def _fmt(values: list, spec: str = ".2f") -> str:
-    return "/".join("n/a" if v is None else format(v, spec) for v in values)
+    return ",".join("n/a" if v is None else format(v, spec) for v in values)
 
 
 def _measure(variant: dict, measure: str) -> list:
@@ -114,7 +114,7 @@ def print_dead(comparison: dict) -> None:
     variants = comparison["variants"]
     layers = [layer["name"] for layer in variants[0]["layers"]
               if not layer["name"].startswith("head_")]
-    print("dead share / constant share per layer (activation audit; seeds joined by '/'):")
+    print("dead share / constant share per layer (activation audit; one value per seed, comma-separated):")
     print(f"  {'layer':<14}" + "".join(f"{v['name']:>26}" for v in variants))
     for layer in layers:
         cells = [f"{_fmt(_measure(v, f'dead share {layer}'))} / "
