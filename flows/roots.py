@@ -86,3 +86,17 @@ def check_cohort(data_dir: str | Path) -> Path:
             f"and users.parquet: make a simulated one with `stethoscope simulate --out "
             f"{cohort.root}`, or point data_dir (--data) at your cohort")
     return cohort.root
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """In a deployed run, the run directory itself — `runs_dir/run_id`, a symlink followed —
+    must stay inside the roots too: `runs_dir` passing is not enough when `run_id` names a
+    link to elsewhere. A UsageError (exit 2) otherwise; the command line is not confined."""
+    from stethoscope.schemas.errors import UsageError
+
+    if confinement_in_force():
+        try:
+            confine(str(run_dir))
+        except ValueError as exc:
+            raise UsageError(f"run directory {run_dir}: {exc}") from None
+    return Path(run_dir)

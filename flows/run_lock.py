@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from stethoscope.flows.roots import check_run_dir
 from stethoscope.schemas.errors import UsageError
 
 P = ParamSpec("P")
@@ -75,7 +76,8 @@ def writes_run(run_dir_of: Callable[[dict[str, Any]], Path]) -> Callable[[Callab
         def locked(*args: P.args, **kwargs: P.kwargs) -> R:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            with hold_run(run_dir_of(bound.arguments)):
+            run_dir = check_run_dir(run_dir_of(bound.arguments))  # in the roots, links followed
+            with hold_run(run_dir):
                 return fn(*args, **kwargs)
 
         # Prefect builds the parameter form and validates parameters from the signature; its

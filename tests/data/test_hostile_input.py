@@ -426,3 +426,33 @@ def test_the_validate_stage_itself_refuses_a_run_inside_the_cohort(make_cohort):
         validate_cohort(CohortPaths(cohort), RunPaths(cohort / "runs" / "r1"), FAST)
     assert not (cohort / "runs").exists()
 
+
+
+def test_a_run_id_linked_out_of_the_roots_is_refused_in_a_deployed_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """runs_dir is inside the roots, but the run id names a link to a directory outside them:
+    a deployed run refuses it (exit 2) before anything is written there; the command line,
+    whose user owns the paths, is not confined."""
+    from stethoscope.flows.roots import ROOTS_ENV, WORKER_RUN_ENV
+    from stethoscope.flows.run_lock import writes_run
+    from stethoscope.schemas.errors import UsageError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "runs").mkdir(parents=True)
+    outside.mkdir()
+    (root / "runs" / "night").symlink_to(outside, target_is_directory=True)
+    written = []
+
+    @writes_run(lambda args: args["run_dir"])
+    def flow_body(run_dir: Path) -> None:
+        written.append(run_dir)
+
+    monkeypatch.setenv(ROOTS_ENV, str(root))
+    monkeypatch.setenv(WORKER_RUN_ENV, "0b4f0c4e-0000-0000-0000-000000000000")
+    with pytest.raises(UsageError, match="outside the allowed roots"):
+        flow_body(root / "runs" / "night")
+    assert written == [] and list(outside.iterdir()) == []
+    flow_body(root / "runs" / "plain")  # a run directory inside the roots is fine
+    monkeypatch.delenv(WORKER_RUN_ENV)
+    flow_body(root / "runs" / "night")  # the command line is not confined
+    assert len(written) == 2
