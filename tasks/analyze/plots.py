@@ -9,6 +9,7 @@ user_id and time range), never the whole cohort.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +26,10 @@ from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.tasks.analyze.config import AnalysisTables
 from stethoscope.tasks.shared.calendar import week_window
 from stethoscope.tasks.shared.figures import save_png
+from stethoscope.tasks.shared.io import inside, list_parquet_files
 from stethoscope.tasks.shared.users import read_users, timezones_of
+
+log = logging.getLogger("stethoscope.analyze")
 
 _DPI = 80
 _SAMPLES = pa.schema([("user_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
@@ -232,8 +236,12 @@ def load_samples(sensor_logs_dir: Path, user_ids: list[str], start: pd.Timestamp
     The run's clean logs or a cohort's own: each file is cast to _SAMPLES on reading, so files
     of the latitude docs/architecture.md §4.1 accepts (ns timestamps, integer heart rates,
     dictionary ids) mix."""
-    dataset = ds.dataset(str(sensor_logs_dir), format="parquet", partitioning="hive",
-                         ignore_prefixes=[".", "_"], schema=_SAMPLES)
+    files, refused = inside(sensor_logs_dir, list_parquet_files(sensor_logs_dir))
+    if refused:
+        log.warning("analyze: not read, they resolve outside %s: %s", sensor_logs_dir,
+                    ", ".join(str(f) for f in refused[:5]))
+    dataset = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
+                         partition_base_dir=str(sensor_logs_dir), schema=_SAMPLES)
     utc = pa.timestamp("us", tz="UTC")
     where = (ds.field("user_id").isin(user_ids)
              & (ds.field("timestamp") >= pa.scalar(start.to_pydatetime(), type=utc))

@@ -18,3 +18,13 @@ def list_parquet_files(root: Path) -> list[Path]:
         if p.is_file()
         and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
     )
+
+
+def inside(root: Path, files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(`files` that resolve — symlinks followed — inside `root`, those that resolve outside):
+    a link in a cohort to a file elsewhere is never read as the cohort's data."""
+    base = Path(root).resolve()
+    kept, refused = [], []
+    for f in files:
+        (kept if Path(f).resolve().is_relative_to(base) else refused).append(f)
+    return kept, refused

@@ -413,6 +413,19 @@ def test_week_samples_are_read_for_one_user_and_week_only(tmp_path: Path):
     assert samples["timestamp"].min() == start and samples["timestamp"].max() < end
 
 
+def test_week_samples_never_come_from_a_link_out_of_the_sensor_logs(tmp_path: Path):
+    """`analyze --data COHORT`: a file linked into sensor_logs/ from elsewhere is not read."""
+    frame, _ = user_weeks(3, 3, seed=13)
+    _sensor_logs(frame, tmp_path / "logs", "America/New_York")
+    _sensor_logs(frame, tmp_path / "elsewhere", "America/New_York")
+    secret = sorted((tmp_path / "elsewhere").rglob("*.parquet"))[0]
+    for f in sorted((tmp_path / "logs").rglob("*.parquet")):
+        f.unlink()
+    (tmp_path / "logs" / "linked.parquet").symlink_to(secret)
+    start, end = week_window(date(2024, 1, 8), "America/New_York")
+    assert load_samples(tmp_path / "logs", ["u0001"], start, end).empty
+
+
 def test_week_window_is_local_and_dst_correct():
     start, end = week_window(date(2024, 3, 4), "America/New_York")  # DST begins 10 March
     assert start == pd.Timestamp("2024-03-04 05:00", tz="UTC")
