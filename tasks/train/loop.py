@@ -3,7 +3,8 @@
 `train_phases` runs (or finishes) each phase: a fresh phase builds its network (a fine-tuning
 phase copies the pre-trained shared layers) and compiles it with masked losses
 (`compile_model`); a resumed phase reloads its newest checkpoint. Each `fit` runs from the
-state's epoch to the phase's budget or an early stop, then the best epoch's weights are loaded.
+state's epoch to the phase's budget or an early stop, then the best epoch's weights are loaded
+and handed to `after_phase` (training records what the synthetic-target phase learned there).
 `resumable_state` refuses checkpoints of another configuration.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,14 @@ def resumable_state(checkpoints: Checkpoints) -> CheckpointState | None:
     return state
 
 
-def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointState | None
-                 ) -> tuple[keras.Model, CheckpointState]:
-    """Run (or finish) every phase; returns the last phase's model with its best weights."""
+AfterPhase = Callable[[Phase, keras.Model, CheckpointState], None]
+
+
+def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointState | None,
+                 after_phase: AfterPhase | None = None) -> tuple[keras.Model, CheckpointState]:
+    """Run (or finish) every phase; returns the last phase's model with its best weights.
+    `after_phase` sees each phase this attempt ran or finished, its best weights loaded (not
+    the phases a resumed run skips: they ended in an earlier attempt)."""
     model, state = None, resumed
     for index, phase in enumerate(phases):
         if state is not None and state.phase_index > index:
@@ -84,6 +90,8 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
             state = _fit(run, model, phase, state)
         if state.best_epoch is not None:  # early stopping restores the best epoch's weights
             model.load_weights(run.checkpoints.model_path(state.best_epoch))
+        if after_phase is not None:
+            after_phase(phase, model, state)
     if model is None or state is None:
         raise ValueError("train_phases: no phase ran (no phases, or a checkpoint past the last)")
     return model, state
