@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from stethoscope.model.config import ModelConfig
 from stethoscope.model.deepheart import build_model, compile_model, transfer_weights
@@ -103,16 +104,29 @@ def _fit(run: TrainRun, model: keras.Model, phase: Phase, state: CheckpointState
     last = state.phase_first_epoch + phase.max_epochs
     train, val = run.store.splits["train"], run.store.splits["val"]
     batch_size, metadata = run.config.batch_size, run.use_metadata
-    train_data = make_dataset(run.store, train, phase.tasks, batch_size, use_metadata=metadata,
-                              seed=run.config.seed, epochs=range(state.epoch, last))
-    val_data = (make_dataset(run.store, val, phase.tasks, batch_size, use_metadata=metadata)
-                if len(val) else None)
+    train_data = without_autotune(make_dataset(
+        run.store, train, phase.tasks, batch_size, use_metadata=metadata, seed=run.config.seed,
+        epochs=range(state.epoch, last)))
+    val_data = (without_autotune(make_dataset(run.store, val, phase.tasks, batch_size,
+                                              use_metadata=metadata)) if len(val) else None)
     checkpoint = EpochCheckpoint(run.checkpoints, state, run.monitor, run.config.patience, phase)
     tensorboard = _tensorboard(run.out_dir / "tensorboard" / phase.name)
     model.fit(train_data, validation_data=val_data, initial_epoch=state.epoch, epochs=last,
               steps_per_epoch=math.ceil(len(train) / batch_size),
               callbacks=[*run.callbacks, checkpoint, *tensorboard], shuffle=False, verbose=0)
     return checkpoint.state
+
+
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuner off. When `fit` returns, it drops its iterator, and
+    deleting an iterator waits for the autotuner's thread, which wakes up only at its next
+    optimisation period -- a period that grows over a long fit: 22-51 s after the last epoch
+    of a nightly training, 28 s after 5 epochs at T = 4096 (bench/bench_audit_cost.py; 1 s
+    without autotune). The step (a recurrent network over T bins) dwarfs reading a batch from
+    the memory-mapped shards, so fixed parallelism and buffers cost nothing measurable."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
