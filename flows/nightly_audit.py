@@ -79,7 +79,8 @@ def _audit(params: AuditParameters) -> RunOutcome:
     # two seeded fits on one process at once would make either's initial weights a race
     synthetic = synthetic_task.with_options(**stage_options(
         2 * 60 * MINUTE, outputs=("out_dir",))).submit(
-        run.sequences, run.audits / "synthetic", params.synthetic, params.model)
+        run.sequences, run.audits / "synthetic", params.synthetic, params.model,
+        trained.pretrain_record)
     analysis = analyze_task.with_options(**audit).submit(
         trained.predictions_path, run.analysis, params.analyze, run.clean, cohort.users)
 

@@ -53,6 +53,9 @@ class TrainResult(BaseModel):
     resumed_from_epoch: int | None  # None = started fresh
     num_predictions: int
     history_plot: Path | None = None  # loss per epoch (train/plots.py)
+    # R² per synthetic target of the phase trained on them (train/pretrain_record.py); None
+    # when no phase was, or it ended in an earlier attempt that wrote no record
+    pretrain_record: Path | None = None
 
     def outcome(self) -> StageOutcome:
         best = "n/a" if self.best_loss is None else f"{self.best_loss:.4g}"

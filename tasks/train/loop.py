@@ -3,7 +3,8 @@
 `train_phases` runs (or finishes) each phase: a fresh phase builds its network (a fine-tuning
 phase copies the pre-trained shared layers) and compiles it with masked losses
 (`compile_model`); a resumed phase reloads its newest checkpoint. Each `fit` runs from the
-state's epoch to the phase's budget or an early stop, then the best epoch's weights are loaded.
+state's epoch to the phase's budget or an early stop, then the best epoch's weights are loaded
+and handed to `after_phase` (training records what the synthetic-target phase learned there).
 `resumable_state` refuses checkpoints of another configuration.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from stethoscope.model.config import ModelConfig
 from stethoscope.model.deepheart import build_model, compile_model, transfer_weights
@@ -60,9 +62,14 @@ def resumable_state(checkpoints: Checkpoints) -> CheckpointState | None:
     return state
 
 
-def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointState | None
-                 ) -> tuple[keras.Model, CheckpointState]:
-    """Run (or finish) every phase; returns the last phase's model with its best weights."""
+AfterPhase = Callable[[Phase, keras.Model, CheckpointState], None]
+
+
+def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointState | None,
+                 after_phase: AfterPhase | None = None) -> tuple[keras.Model, CheckpointState]:
+    """Run (or finish) every phase; returns the last phase's model with its best weights.
+    `after_phase` sees each phase this attempt ran or finished, its best weights loaded (not
+    the phases a resumed run skips: they ended in an earlier attempt)."""
     model, state = None, resumed
     for index, phase in enumerate(phases):
         if state is not None and state.phase_index > index:
@@ -84,6 +91,8 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
             state = _fit(run, model, phase, state)
         if state.best_epoch is not None:  # early stopping restores the best epoch's weights
             model.load_weights(run.checkpoints.model_path(state.best_epoch))
+        if after_phase is not None:
+            after_phase(phase, model, state)
     if model is None or state is None:
         raise ValueError("train_phases: no phase ran (no phases, or a checkpoint past the last)")
     return model, state
@@ -95,16 +104,29 @@ def _fit(run: TrainRun, model: keras.Model, phase: Phase, state: CheckpointState
     last = state.phase_first_epoch + phase.max_epochs
     train, val = run.store.splits["train"], run.store.splits["val"]
     batch_size, metadata = run.config.batch_size, run.use_metadata
-    train_data = make_dataset(run.store, train, phase.tasks, batch_size, use_metadata=metadata,
-                              seed=run.config.seed, epochs=range(state.epoch, last))
-    val_data = (make_dataset(run.store, val, phase.tasks, batch_size, use_metadata=metadata)
-                if len(val) else None)
+    train_data = without_autotune(make_dataset(
+        run.store, train, phase.tasks, batch_size, use_metadata=metadata, seed=run.config.seed,
+        epochs=range(state.epoch, last)))
+    val_data = (without_autotune(make_dataset(run.store, val, phase.tasks, batch_size,
+                                              use_metadata=metadata)) if len(val) else None)
     checkpoint = EpochCheckpoint(run.checkpoints, state, run.monitor, run.config.patience, phase)
     tensorboard = _tensorboard(run.out_dir / "tensorboard" / phase.name)
     model.fit(train_data, validation_data=val_data, initial_epoch=state.epoch, epochs=last,
               steps_per_epoch=math.ceil(len(train) / batch_size),
               callbacks=[*run.callbacks, checkpoint, *tensorboard], shuffle=False, verbose=0)
     return checkpoint.state
+
+
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuner off. When `fit` returns, it drops its iterator, and
+    deleting an iterator waits for the autotuner's thread, which wakes up only at its next
+    optimisation period -- a period that grows over a long fit: 22-51 s after the last epoch
+    of a nightly training, 28 s after 5 epochs at T = 4096 (bench/bench_audit_cost.py; 1 s
+    without autotune). The step (a recurrent network over T bins) dwarfs reading a batch from
+    the memory-mapped shards, so fixed parallelism and buffers cost nothing measurable."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:

@@ -41,9 +41,15 @@ from stethoscope.schemas.atomic import write_json_atomic, write_parquet_atomic
 from stethoscope.schemas.errors import DataContractError, Problem, UsageError
 from stethoscope.tasks.shared.datasets import make_dataset
 from stethoscope.tasks.shared.store import Split, Store, open_store
-from stethoscope.tasks.train.checkpoints import Checkpoints, run_fingerprint, save_model
+from stethoscope.tasks.train.checkpoints import (
+    Checkpoints,
+    CheckpointState,
+    run_fingerprint,
+    save_model,
+)
 from stethoscope.tasks.train.config import PREDICTION_COLUMNS, Phase, TrainConfig, TrainResult
 from stethoscope.tasks.train.loop import TrainRun, resumable_state, train_phases
+from stethoscope.tasks.train.pretrain_record import PRETRAIN_RECORD_FILE, pretrain_record
 
 log = logging.getLogger("stethoscope.train")
 
@@ -126,8 +132,19 @@ def train_model(
     resumed = resumable_state(checkpoints)
     run = TrainRun(store, config, model_config, out_dir, checkpoints, tuple(callbacks),
                    monitor="val_loss" if len(store.splits["val"]) else "loss")
+    record_path = out_dir / PRETRAIN_RECORD_FILE
+    if resumed is None:
+        record_path.unlink(missing_ok=True)  # an earlier run's, in a reused model directory
+
+    def record(phase: Phase, model: keras.Model, state: CheckpointState) -> None:
+        if phase.name in ("pretrain", "synthetic"):
+            history = [row for row in state.history if row["phase"] == phase.name]
+            found = pretrain_record(model, store, phase, model_config, history, config.batch_size)
+            if found is not None:
+                write_json_atomic(found, record_path)
+
     keras.utils.set_random_seed(config.seed)
-    model, state = train_phases(run, phases, resumed)
+    model, state = train_phases(run, phases, resumed, after_phase=record)
 
     final_tasks = phases[-1].tasks
     final = build_model(model_config, final_tasks)  # uncompiled: loads without stethoscope
@@ -145,6 +162,8 @@ def train_model(
         monitor=run.monitor, best_loss=state.best,
         resumed_from_epoch=resumed.epoch if resumed else None,
         num_predictions=predictions.num_rows,
+        pretrain_record=record_path if record_path.exists() and any(
+            p.name in ("pretrain", "synthetic") for p in phases) else None,
     )
 
 

@@ -135,6 +135,28 @@ def test_pretrain_then_finetune_starts_from_the_best_pretrained_layers(make_stor
 
 
 @pytest.mark.slow
+def test_pretraining_records_its_r2_per_target_for_the_synthetic_audit(make_store, tmp_path):
+    store = make_store()
+    result = train_model(store, tmp_path / "model",
+                         config(mode="pretrain_finetune", pretrain_epochs=2, epochs=1), MODEL)
+
+    assert result.pretrain_record == tmp_path / "model" / "pretrain_r2.json"
+    record = json.loads(result.pretrain_record.read_text())
+    val = _open_store(store, MODEL).splits["val"]
+    assert (record["phase"], record["epochs"], record["max_epochs"]) == ("pretrain", 2, 2)
+    assert record["best_epoch"] in (1, 2) and record["model"] == MODEL.model_dump(mode="json")
+    assert record["val_users"] == sorted(set(val.rows.column("user_id").to_pylist()))
+    (target,) = TARGETS
+    scores = record["targets"][target]
+    assert scores["n_val"] == int(np.sum(~np.isnan(val.labels[target])))
+    assert isinstance(scores["r2"], float) and isinstance(scores["baseline_r2"], float)
+
+    supervised = train_model(store, tmp_path / "supervised", config(epochs=1), MODEL)
+    assert supervised.pretrain_record is None
+    assert not (tmp_path / "supervised" / "pretrain_r2.json").exists()
+
+
+@pytest.mark.slow
 def test_a_crash_between_phases_resumes_into_finetuning(make_store, tmp_path) -> None:
     store = make_store()
     options = config(mode="pretrain_finetune", pretrain_epochs=2, epochs=1)

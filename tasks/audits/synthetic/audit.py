@@ -20,6 +20,21 @@ Per run, from fresh weights and on a bounded budget (`max_train_user_weeks` of t
   `no_recurrence`, the two are the same network and it is trained once.
 - the trivial baseline predicts the train mean.
 
+The reference trains on at most `reference_max_train_user_weeks` (128) of those train
+user-weeks: a memory-less network's R² levels off on fewer examples than the configured one's,
+and a reference that scores a little low makes `learned` a little easier, never harder, than
+with the full sample; the saving is a fit on a fraction of the data.
+
+When training has just trained the configured network on these targets (`train.mode`
+pretrain_finetune or synthetic), its record (`model/pretrain_r2.json`, tasks/train/
+pretrain_record.py, `PretrainRecord`) gives the network's scores instead of a second fit: R²
+of its best pre-training epoch on EVERY validation user-week with a known target (not a
+`max_val_user_weeks` sample), the train mean's over the whole train split, and its own budget
+(`train.pretrain_epochs`, all train user-weeks). The reference is then scored on those same
+user-weeks. The record is used only when it is of this network (model config), these
+validation users and these targets (`record_mismatch`); otherwise the audit trains as above,
+with a warning saying why.
+
 Scores are R^2 (`sklearn.metrics.r2_score`) on the validation user-weeks whose target is known,
 in the target's own units. A target is *learned* when R^2 >= `r2_threshold` (0.5), R^2 beats
 the baseline, and R^2 >= the reference's R^2 - `reference_margin` (0.05): a network that does
@@ -44,6 +59,7 @@ text of the findings in `tasks/audits/synthetic/findings.py`, the bar plot in `t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,10 +68,12 @@ import numpy as np
 import pyarrow as pa
 from sklearn.metrics import r2_score
 
-from stethoscope.model.config import ModelConfig
+from stethoscope.model.config import ModelConfig, TaskSpec
 from stethoscope.tasks.audits.synthetic.config import (
     DEFAULT_CONFIG,
     LEARNABILITY_SCHEMA,
+    PretrainRecord,
+    PretrainTarget,
     SyntheticAudit,
     SyntheticConfig,
     TargetScore,
@@ -68,9 +86,10 @@ from stethoscope.tasks.audits.synthetic.fit import (
     target_names,
     target_specs,
 )
-from stethoscope.tasks.shared.store import open_store
+from stethoscope.tasks.shared.store import Split, Store, open_store
 
 matplotlib.use("Agg")
+log = logging.getLogger("stethoscope.synthetic")
 
 
 def score_target(
@@ -114,32 +133,130 @@ def learnability_table(audit: SyntheticAudit) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LEARNABILITY_SCHEMA)
 
 
-def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: ModelConfig
-                    ) -> SyntheticAudit:
+def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: ModelConfig,
+                    pretrained: PretrainRecord | None = None) -> SyntheticAudit:
     """Train the configured network and the reference on the store's budgeted sample and score
-    every target on the validation user-weeks."""
+    every target on the validation user-weeks. With `pretrained` (training's record of its
+    phase on these targets, for this network and store) the network's scores come from it and
+    only the reference is trained."""
     store = open_store(Path(store_dir), model_config, stage="synthetic")
     names = target_names(store, config)
+    mismatch = None if pretrained is None else record_mismatch(pretrained, store, names,
+                                                              model_config, config)
+    if pretrained is not None and mismatch is None:
+        return _audit_from_record(store, names, pretrained, config, model_config)
+    if mismatch is not None:
+        log.warning("synthetic: the pre-training record is not used, %s; training the network "
+                    "from scratch", mismatch)
     train = budget(store.splits["train"], names, config.max_train_user_weeks, config.seed)
     val = budget(store.splits["val"], names, config.max_val_user_weeks, config.seed + 1)
     specs = target_specs(train, val, names, config.min_known)
+    reference_train = budget(train, names, config.reference_max_train_user_weeks, config.seed + 2)
     reference_config = model_config.model_copy(update={"recurrence": "none"})
     same_network = config.reference == "no_recurrence" and reference_config == model_config
     fit, reference = Fit({}, 0, frozenset()), {}
     if specs:
         fit = fit_network(store, train, val, specs, model_config, config)
-        if same_network:
-            reference = fit.predicted
-        elif config.reference == "no_recurrence":
-            reference = fit_network(store, train, val, specs, reference_config, config).predicted
-        else:
-            reference = fit_ridge(store, train, val, specs)
+        reference = (fit.predicted if same_network
+                     else _fit_reference(store, reference_train, val, specs, model_config, config))
     scores = [replace(score_target(name, train.labels[name], val.labels[name],
                                    fit.predicted.get(name), reference.get(name), config),
                       still_improving=name in fit.still_improving) for name in names]
-    network = f"{model_config.recurrence if model_config.recurrent_layer else 'no-recurrence'} "
     return SyntheticAudit(
-        scores=scores, network=network + "network",
-        reference={"no_recurrence": "no-recurrence network", "linear": "per-bin ridge"}[
-            config.reference] + (" (= the network)" if same_network else ""),
-        num_train_user_weeks=len(train), num_val_user_weeks=len(val), epochs_trained=fit.epochs)
+        scores=scores, network=_network_name(model_config),
+        reference=_reference_name(config, same_network),
+        num_train_user_weeks=len(train), num_val_user_weeks=len(val), epochs_trained=fit.epochs,
+        num_reference_user_weeks=None if same_network else len(reference_train))
+
+
+def record_mismatch(record: PretrainRecord, store: Store, names: list[str],
+                    model_config: ModelConfig, config: SyntheticConfig) -> str | None:
+    """Why training's record cannot stand for this audit's fit of the network (another
+    architecture, other validation users, a target it did not train on), None when it can."""
+    if record.model != model_config.model_dump(mode="json"):
+        return "it was trained with another model configuration"
+    val = store.splits["val"]
+    if set(record.val_users) != set(val.rows.column("user_id").to_pylist()):
+        return "its validation users are not this store's"
+    for name in names:
+        recorded = record.targets.get(name)
+        known_train = int(np.sum(~np.isnan(store.splits["train"].labels[name])))
+        if recorded is None and known_train >= config.min_known:
+            return f"training did not learn target {name} (train.targets?)"
+        if recorded is not None and recorded.n_val != int(np.sum(~np.isnan(val.labels[name]))):
+            return f"its validation user-weeks of {name} are not this store's"
+    return None
+
+
+def _audit_from_record(store: Store, names: list[str], record: PretrainRecord,
+                       config: SyntheticConfig, model_config: ModelConfig) -> SyntheticAudit:
+    """The network's scores from training's record; the reference trained on at most
+    `reference_max_train_user_weeks` and scored on the record's validation user-weeks (every
+    one with a known target)."""
+    val = budget(store.splits["val"], names, None, config.seed + 1)
+    reference_train = budget(store.splits["train"], names, config.reference_max_train_user_weeks,
+                             config.seed + 2)
+    evaluable = [n for n in names if n in record.targets
+                 and min(record.targets[n].n_train, record.targets[n].n_val) >= config.min_known]
+    reference_config = model_config.model_copy(update={"recurrence": "none"})
+    same_network = config.reference == "no_recurrence" and reference_config == model_config
+    specs = target_specs(reference_train, val, evaluable, config.min_known)
+    reference = ({} if same_network or not specs
+                 else _fit_reference(store, reference_train, val, specs, model_config, config))
+    scores = []
+    for name in names:
+        recorded = record.targets.get(name)
+        if recorded is None or name not in evaluable:
+            known = store.splits["train"].labels[name]
+            scores.append(TargetScore(name, None, None, None, int(np.sum(~np.isnan(known))),
+                                      int(np.sum(~np.isnan(val.labels[name]))), learned=False))
+            continue
+        reference_r2 = (recorded.r2 if same_network
+                        else r2_on_known(val.labels[name], reference.get(name)))
+        scores.append(score_recorded(name, recorded, reference_r2, config))
+    return SyntheticAudit(
+        scores=scores, network=_network_name(model_config),
+        reference=_reference_name(config, same_network),
+        num_train_user_weeks=record.train_user_weeks, num_val_user_weeks=len(val),
+        epochs_trained=record.epochs, pretrained=record.budget,
+        num_reference_user_weeks=None if same_network else len(reference_train))
+
+
+def score_recorded(target: str, recorded: PretrainTarget, reference_r2: float | None,
+                   config: SyntheticConfig = DEFAULT_CONFIG) -> TargetScore:
+    """Score one target from training's record (R² of the network and of the train mean on
+    every validation user-week with a known value) and the reference's R² on the same."""
+    if (recorded.r2 is None or recorded.baseline_r2 is None
+            or min(recorded.n_train, recorded.n_val) < config.min_known):
+        return TargetScore(target, None, None, None, recorded.n_train, recorded.n_val, False)
+    return TargetScore(target, recorded.r2, recorded.baseline_r2, reference_r2, recorded.n_train,
+                       recorded.n_val,
+                       learned=is_learned(recorded.r2, recorded.baseline_r2, reference_r2, config),
+                       still_improving=recorded.still_improving)
+
+
+def r2_on_known(y_val: np.ndarray, predicted: np.ndarray | None) -> float | None:
+    """R² of `predicted` [n_val] where `y_val` [n_val] is known (NaN = unknown)."""
+    if predicted is None:
+        return None
+    known = ~np.isnan(y_val)
+    return float(r2_score(y_val[known], predicted[known]))
+
+
+def _fit_reference(store: Store, train: Split, val: Split, specs: list[TaskSpec],
+                   model_config: ModelConfig, config: SyntheticConfig) -> dict[str, np.ndarray]:
+    """The memory-less reference's predictions on val [n_val] per target."""
+    if config.reference == "linear":
+        return fit_ridge(store, train, val, specs)
+    reference_config = model_config.model_copy(update={"recurrence": "none"})
+    return fit_network(store, train, val, specs, reference_config, config).predicted
+
+
+def _network_name(model_config: ModelConfig) -> str:
+    recurrence = model_config.recurrence if model_config.recurrent_layer else "no-recurrence"
+    return f"{recurrence} network"
+
+
+def _reference_name(config: SyntheticConfig, same_network: bool) -> str:
+    return ({"no_recurrence": "no-recurrence network", "linear": "per-bin ridge"}[config.reference]
+            + (" (= the network)" if same_network else ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +50,8 @@ LEARNABILITY_SCHEMA = pa.schema(
 
 class SyntheticConfig(StageConfig):
     """Budget and verdict of the learnability audit. Defaults: 8 epochs on at most 512 train
-    and 256 validation user-weeks, R^2 >= 0.5 against a no-recurrence reference."""
+    and 256 validation user-weeks (the reference on at most 128), R^2 >= 0.5 against a
+    no-recurrence reference."""
 
     targets: tuple[str, ...] | None = Field(None, description="None = every target of the store")
     epochs: int = Field(8, ge=1)
@@ -61,6 +62,9 @@ class SyntheticConfig(StageConfig):
     reference: Reference = "no_recurrence"
     reference_margin: float = Field(0.05, ge=0, description="learned: R^2 >= reference - this")
     max_train_user_weeks: int | None = Field(512, ge=1, description="None = the whole split")
+    reference_max_train_user_weeks: int | None = Field(
+        128, ge=1, description="train user-weeks of the reference at most (None = as many as "
+        "the network's): a smaller sample costs less and makes its R² a little pessimistic")
     max_val_user_weeks: int | None = Field(256, ge=1, description="None = the whole split")
     min_known: int = Field(10, ge=2, description="fewer known values in a split -> not evaluated")
     seed: int = 0
@@ -105,6 +109,50 @@ class SyntheticAudit:
     num_train_user_weeks: int
     num_val_user_weeks: int
     epochs_trained: int  # of the configured network; 0 when nothing was evaluable
+    num_reference_user_weeks: int | None = None  # train user-weeks of the reference; None = same
+    # where the network's scores come from, when not from a fit of the audit's own: e.g.
+    # "pre-training: 5 epochs on 92 user-weeks" (then the budget to raise is train's)
+    pretrained: str | None = None
+
+    @property
+    def epochs_setting(self) -> str:
+        """The setting that bounds the network's epochs."""
+        return "train.pretrain_epochs" if self.pretrained else "synthetic.epochs"
+
+
+class PretrainTarget(BaseModel):
+    """One target's score in the pre-training record."""
+
+    model_config = ConfigDict(frozen=True)
+
+    r2: float | None
+    baseline_r2: float | None
+    n_train: int
+    n_val: int
+    still_improving: bool
+
+
+class PretrainRecord(BaseModel):
+    """`model/pretrain_r2.json`, written by training after its phase on the synthetic targets
+    (docs/architecture.md §4.10): the configured network's R² per target on every validation
+    user-week with a known value, and the budget that got it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    phase: str  # "pretrain" or "synthetic"
+    model: dict[str, Any]  # the ModelConfig trained (JSON dump)
+    epochs: int  # epochs run in the phase
+    best_epoch: int  # the phase's epoch whose weights were scored (1 = its first)
+    max_epochs: int
+    train_user_weeks: int
+    val_user_weeks: int
+    val_users: list[str]
+    targets: dict[str, PretrainTarget]
+
+    @property
+    def budget(self) -> str:
+        return (f"{'pre-training' if self.phase == 'pretrain' else 'training'}: "
+                f"{self.epochs} epochs on {self.train_user_weeks} user-weeks")
 
 
 class SyntheticAuditResult(BaseModel):

@@ -60,9 +60,9 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
                 "epochs the training budget is too small, or the network is broken (see "
                 "the activation and gradient audits); the other synthetic verdicts of this "
                 "run are inconclusive."),
-            recommendation="Raise synthetic.epochs and synthetic.max_train_user_weeks (or "
-            "lower synthetic.learning_rate) until this target is learned; only then read "
-            "the other targets' verdicts as the architecture's.")
+            recommendation=(f"Raise {audit.epochs_setting} and synthetic.max_train_user_weeks "
+                            "(or lower the learning rate) until this target is learned; only "
+                            "then read the other targets' verdicts as the architecture's."))
     if not s.learned:
         return Finding(
             stage=STAGE, severity="info" if sanity_failed else "warning",
@@ -102,8 +102,9 @@ def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: Synthetic
 def recommendation(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig) -> str:
     """What to change first: the budget, then the network's parts, then its memory."""
     if s.still_improving:
-        return ("Raise synthetic.epochs (or max_train_user_weeks) until the validation loss "
-                "levels off, then re-read this verdict before changing the architecture.")
+        return (f"Raise {audit.epochs_setting} (or synthetic.max_train_user_weeks) until the "
+                "validation loss levels off, then re-read this verdict before changing the "
+                "architecture.")
     if s.r2 is None:
         raise ValueError(f"{s.target} was not evaluated: there is no verdict to act on")
     if s.r2 >= config.r2_threshold:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.linear_model import RidgeCV
 
 from stethoscope.model.config import ModelConfig, TaskSpec
@@ -87,9 +88,11 @@ def fit_network(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec
     model = build_model(model_config, specs)
     compile_model(model, specs, config.learning_rate)
     use_metadata = model_config.num_metadata > 0
-    train_data = make_dataset(store, train, specs, config.batch_size, use_metadata=use_metadata,
-                              seed=config.seed, epochs=range(config.epochs))
-    val_data = make_dataset(store, val, specs, config.batch_size, use_metadata=use_metadata)
+    train_data = _without_autotune(make_dataset(
+        store, train, specs, config.batch_size, use_metadata=use_metadata, seed=config.seed,
+        epochs=range(config.epochs)))
+    val_data = _without_autotune(make_dataset(store, val, specs, config.batch_size,
+                                              use_metadata=use_metadata))
     stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience,
                                          restore_best_weights=True)
     steps = math.ceil(len(train) / config.batch_size)
@@ -113,6 +116,14 @@ def fit_network(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec
         s.name for s in specs
         if int(np.argmin(history.get(f"val_{s.head}_loss", history["val_loss"]))) == epochs - 1)
     return Fit(predicted, epochs, still_improving)
+
+
+def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """tf.data's autotuner off: deleting the iterator `fit` drops waits for the autotuner's
+    next wake-up, seconds to a minute after a long fit (as in tasks/train/loop.py)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def fit_ridge(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec]
