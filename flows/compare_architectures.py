@@ -123,7 +123,8 @@ def _variant(name: str, overrides: dict, seed: int, p: AuditParameters, data_roo
             trained.model_path, run.sequences, run.audits / "gradients", p.gradients,
             list(trained.tasks))),
         (synthetic_task.with_options(**stage_options(2 * 60 * MINUTE, outputs=("out_dir",))), (
-            run.sequences, run.audits / "synthetic", p.synthetic, p.model)),
+            run.sequences, run.audits / "synthetic", p.synthetic, p.model,
+            trained.pretrain_record)),
         (analyze_task.with_options(**audit), (
             trained.predictions_path, run.analysis, p.analyze, data.clean, cohort.users)),
     ]

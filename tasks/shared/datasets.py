@@ -49,3 +49,15 @@ def make_dataset(store: Store, split: Split, tasks: Sequence[TaskSpec], batch_si
         return x, {head: tf.gather(y, at)[:, None] for head, y in labels.items()}  # [b, 1]
 
     return order.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuner off. When `fit` returns, it drops its iterator, and
+    deleting an iterator waits for the autotuner's thread, which wakes up only at its next
+    optimisation period -- a period that grows over a long fit: 22-51 s after the last epoch
+    of a nightly training, 28 s after 5 epochs at T = 4096 (bench/bench_audit_cost.py; 1 s
+    without autotune). The step (a recurrent network over T bins) dwarfs reading a batch from
+    the memory-mapped shards, so fixed parallelism and buffers cost nothing measurable."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)

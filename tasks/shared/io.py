@@ -24,7 +24,8 @@ def inside(root: Path, files: list[Path]) -> tuple[list[Path], list[Path]]:
     """(`files` that resolve — symlinks followed — inside `root`, those that resolve outside):
     a link in a cohort to a file elsewhere is never read as the cohort's data."""
     base = Path(root).resolve()
-    kept, refused = [], []
+    kept: list[Path] = []
+    refused: list[Path] = []
     for f in files:
         (kept if Path(f).resolve().is_relative_to(base) else refused).append(f)
     return kept, refused

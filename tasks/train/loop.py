@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from stethoscope.model.config import ModelConfig
 from stethoscope.model.deepheart import build_model, compile_model, transfer_weights
 from stethoscope.schemas.errors import UsageError
-from stethoscope.tasks.shared.datasets import make_dataset
+from stethoscope.tasks.shared.datasets import make_dataset, without_autotune
 from stethoscope.tasks.shared.store import Store
 from stethoscope.tasks.train.checkpoints import Checkpoints, CheckpointState, EpochCheckpoint
 from stethoscope.tasks.train.config import Phase, TrainConfig
@@ -115,18 +114,6 @@ def _fit(run: TrainRun, model: keras.Model, phase: Phase, state: CheckpointState
               steps_per_epoch=math.ceil(len(train) / batch_size),
               callbacks=[*run.callbacks, checkpoint, *tensorboard], shuffle=False, verbose=0)
     return checkpoint.state
-
-
-def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """`dataset` with tf.data's autotuner off. When `fit` returns, it drops its iterator, and
-    deleting an iterator waits for the autotuner's thread, which wakes up only at its next
-    optimisation period -- a period that grows over a long fit: 22-51 s after the last epoch
-    of a nightly training, 28 s after 5 epochs at T = 4096 (bench/bench_audit_cost.py; 1 s
-    without autotune). The step (a recurrent network over T bins) dwarfs reading a batch from
-    the memory-mapped shards, so fixed parallelism and buffers cost nothing measurable."""
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:

@@ -19,14 +19,13 @@ from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
-import tensorflow as tf
 from sklearn.linear_model import RidgeCV
 
 from stethoscope.model.config import ModelConfig, TaskSpec
 from stethoscope.model.deepheart import build_model, compile_model
 from stethoscope.schemas.errors import UsageError
 from stethoscope.tasks.audits.synthetic.config import SyntheticConfig
-from stethoscope.tasks.shared.datasets import make_dataset
+from stethoscope.tasks.shared.datasets import make_dataset, without_autotune
 from stethoscope.tasks.shared.progress import epoch_logger
 from stethoscope.tasks.shared.store import Split, Store
 
@@ -88,10 +87,10 @@ def fit_network(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec
     model = build_model(model_config, specs)
     compile_model(model, specs, config.learning_rate)
     use_metadata = model_config.num_metadata > 0
-    train_data = _without_autotune(make_dataset(
+    train_data = without_autotune(make_dataset(
         store, train, specs, config.batch_size, use_metadata=use_metadata, seed=config.seed,
         epochs=range(config.epochs)))
-    val_data = _without_autotune(make_dataset(store, val, specs, config.batch_size,
+    val_data = without_autotune(make_dataset(store, val, specs, config.batch_size,
                                               use_metadata=use_metadata))
     stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience,
                                          restore_best_weights=True)
@@ -116,14 +115,6 @@ def fit_network(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec
         s.name for s in specs
         if int(np.argmin(history.get(f"val_{s.head}_loss", history["val_loss"]))) == epochs - 1)
     return Fit(predicted, epochs, still_improving)
-
-
-def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """tf.data's autotuner off: deleting the iterator `fit` drops waits for the autotuner's
-    next wake-up, seconds to a minute after a long fit (as in tasks/train/loop.py)."""
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def fit_ridge(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec]
