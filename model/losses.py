@@ -4,7 +4,9 @@ A label is unknown when it is NaN (labels.parquet null -> NaN in the training ar
 labels contribute zero loss and zero gradient, and the batch loss is the mean over the *known*
 labels only, so a batch with the masked example gives exactly the gradient of the same batch
 without it (a plain sample-weight mask divides by the batch size instead, which silently scales
-the learning rate of a head by its share of known labels).
+the learning rate of a head by its share of known labels). Under tf.distribute the known labels
+are counted over every replica's slice of the batch (`_over_replicas`), so two devices compute
+the loss and gradient of one.
 
 Both losses are registered (package "stethoscope"); a checkpoint that holds them loads after
 `import model.losses`. The final `model.keras` is saved without compile state, so it loads with
@@ -37,9 +39,27 @@ def _masked_mean(y_true: Any, y_pred: Any, elementwise: Callable[[Any, Any], Any
     safe_true = ops.where(known, y_true, ops.zeros_like(y_true))
     weight = ops.cast(known, y_pred.dtype)
     per_element = elementwise(safe_true, y_pred) * weight
-    num_known = ops.maximum(ops.sum(weight), 1.0)
+    num_known = ops.maximum(_over_replicas(ops.sum(weight)), 1.0)
     per_example = ops.reshape(per_element, (ops.shape(per_element)[0], -1))  # [batch, outputs]
     return ops.sum(per_example, axis=-1) / num_known
+
+
+def _over_replicas(count: Any) -> Any:
+    """`count` summed over the replicas of a tf.distribute strategy (itself on one device).
+
+    Each replica holds a slice of the batch; dividing its sum of losses by the *global*
+    number of known labels makes the replicas' summed gradients exactly the gradient of the
+    whole batch's masked mean (and Keras' loss report, which averages the replicas' losses
+    times their number, exactly that mean). A replica's own count would weigh a slice with
+    few known labels as much as one with many."""
+    if keras.backend.backend() != "tensorflow":
+        return count
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return count
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, count)
 
 
 def _binary_crossentropy(y_true: Any, y_pred: Any) -> Any:

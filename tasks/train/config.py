@@ -33,6 +33,9 @@ class TrainConfig(StageConfig):
     conditions: tuple[str, ...] | None = Field(None, description="None = every store condition")
     targets: tuple[str, ...] | None = Field(None, description="None = every synthetic target")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (+ the best)")
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
+        "auto", description="devices to train on: auto (mirrored when more than one GPU is "
+        "visible), none, mirrored (every GPU, else every logical CPU), multi_worker (TF_CONFIG)")
 
 
 class TrainResult(BaseModel):

@@ -26,6 +26,7 @@ from stethoscope.tasks.shared.datasets import make_dataset, without_autotune
 from stethoscope.tasks.shared.store import Store
 from stethoscope.tasks.train.checkpoints import Checkpoints, CheckpointState, EpochCheckpoint
 from stethoscope.tasks.train.config import Phase, TrainConfig
+from stethoscope.tasks.train.distribute import scope, strategy_for
 
 log = logging.getLogger("stethoscope.train")
 
@@ -70,19 +71,22 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
     `after_phase` sees each phase this attempt ran or finished, its best weights loaded (not
     the phases a resumed run skips: they ended in an earlier attempt)."""
     model, state = None, resumed
+    strategy = strategy_for(run.config.distribute)
     for index, phase in enumerate(phases):
         if state is not None and state.phase_index > index:
             continue  # finished before the crash; its weights live on in the later phase
         if state is not None and state.phase_index == index:
-            model = keras.saving.load_model(run.checkpoints.model_path(state.epoch),
-                                            safe_mode=True)
+            with scope(strategy):
+                model = keras.saving.load_model(run.checkpoints.model_path(state.epoch),
+                                                safe_mode=True)
         else:
             keras.utils.set_random_seed(run.config.seed + index)  # same init fresh or resumed
-            previous, model = model, build_model(run.model_config, phase.tasks)
-            if previous is not None:
-                log.info("fine-tuning from pre-trained layers %s",
-                         transfer_weights(previous, model))
-            compile_model(model, phase.tasks, run.config.learning_rate)
+            with scope(strategy):
+                previous, model = model, build_model(run.model_config, phase.tasks)
+                if previous is not None:
+                    log.info("fine-tuning from pre-trained layers %s",
+                             transfer_weights(previous, model))
+                compile_model(model, phase.tasks, run.config.learning_rate)
             first = state.epoch if state is not None else 0
             state = CheckpointState(run.checkpoints.fingerprint, index, phase.name, first, first,
                                     history=state.history if state is not None else ())
