@@ -278,6 +278,21 @@ def test_a_failed_sanity_target_makes_the_other_verdicts_inconclusive() -> None:
     assert sanity.recommendation.startswith("Raise synthetic.epochs and synthetic.max_train_user_weeks")
 
 
+def test_the_recommendation_asks_for_more_budget_only_where_the_split_has_more() -> None:
+    """The budget is worth raising while the train split holds user-weeks the audit left out;
+    once it used them all, the cohort is the limit, and the recommendation says so."""
+    from dataclasses import replace
+
+    small = _small_budget_audit(("mean_daily_steps", 0.04, False))
+    roomy = replace(small, split_train_user_weeks=300)
+    whole = replace(small, split_train_user_weeks=64)
+    (more,) = synthetic_findings(roomy, SyntheticConfig())
+    (limit,) = synthetic_findings(whole, SyntheticConfig())
+    assert "synthetic.max_train_user_weeks (it used 64 of the train split's 300)" in more.recommendation
+    assert "max_train_user_weeks" not in limit.recommendation
+    assert "its train split has 64 user-weeks, all of them used: add users or weeks" in limit.recommendation
+
+
 def test_a_learned_sanity_target_leaves_the_verdicts_as_they_are() -> None:
     audit = _small_budget_audit(("hr_std_day_minus_night", 0.05, False), ("mean_daily_steps", 0.9, True))
 

@@ -166,7 +166,8 @@ def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: Mode
         scores=scores, network=_network_name(model_config),
         reference=_reference_name(config, same_network),
         num_train_user_weeks=len(train), num_val_user_weeks=len(val), epochs_trained=fit.epochs,
-        num_reference_user_weeks=None if same_network else len(reference_train))
+        num_reference_user_weeks=None if same_network else len(reference_train),
+        split_train_user_weeks=len(store.splits["train"]))
 
 
 def record_mismatch(record: PretrainRecord, store: Store, names: list[str],
@@ -219,7 +220,8 @@ def _audit_from_record(store: Store, names: list[str], record: PretrainRecord,
         reference=_reference_name(config, same_network),
         num_train_user_weeks=record.train_user_weeks, num_val_user_weeks=len(val),
         epochs_trained=record.epochs, pretrained=record.budget,
-        num_reference_user_weeks=None if same_network else len(reference_train))
+        num_reference_user_weeks=None if same_network else len(reference_train),
+        split_train_user_weeks=len(store.splits["train"]))
 
 
 def score_recorded(target: str, recorded: PretrainTarget, reference_r2: float | None,

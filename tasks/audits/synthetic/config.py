@@ -113,11 +113,25 @@ class SyntheticAudit:
     # where the network's scores come from, when not from a fit of the audit's own: e.g.
     # "pre-training: 5 epochs on 92 user-weeks" (then the budget to raise is train's)
     pretrained: str | None = None
+    split_train_user_weeks: int | None = None  # the store's whole train split; None = unknown
 
     @property
     def epochs_setting(self) -> str:
         """The setting that bounds the network's epochs."""
         return "train.pretrain_epochs" if self.pretrained else "synthetic.epochs"
+
+    @property
+    def more_data(self) -> str:
+        """How to give the network more train user-weeks: raise the budget while the split has
+        more than the audit used, else the cohort itself is the limit."""
+        split = self.split_train_user_weeks
+        if split is None and not self.pretrained:
+            return "synthetic.max_train_user_weeks"
+        if split is not None and not self.pretrained and split > self.num_train_user_weeks:
+            return (f"synthetic.max_train_user_weeks (it used {self.num_train_user_weeks} of the "
+                    f"train split's {split})")
+        return (f"the cohort (its train split has {split or self.num_train_user_weeks} "
+                "user-weeks, all of them used: add users or weeks)")
 
 
 class PretrainTarget(BaseModel):

@@ -60,7 +60,7 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
                 "epochs the training budget is too small, or the network is broken (see "
                 "the activation and gradient audits); the other synthetic verdicts of this "
                 "run are inconclusive."),
-            recommendation=(f"Raise {audit.epochs_setting} and synthetic.max_train_user_weeks "
+            recommendation=(f"Raise {audit.epochs_setting} and {audit.more_data} "
                             "(or lower the learning rate) until this target is learned; only "
                             "then read the other targets' verdicts as the architecture's."))
     if not s.learned:
@@ -102,7 +102,7 @@ def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: Synthetic
 def recommendation(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig) -> str:
     """What to change first: the budget, then the network's parts, then its memory."""
     if s.still_improving:
-        return (f"Raise {audit.epochs_setting} (or synthetic.max_train_user_weeks) until the "
+        return (f"Raise {audit.epochs_setting} (or {audit.more_data}) until the "
                 "validation loss levels off, then re-read this verdict before changing the "
                 "architecture.")
     if s.r2 is None:
