@@ -61,7 +61,10 @@ def _validate(args: argparse.Namespace) -> int:
         max_quarantine_share=args.max_quarantine_share,
         great_expectations=not args.no_great_expectations,
     )
-    result = validate_cohort(CohortPaths(data), RunPaths(out), config)
+    from stethoscope.flows.run_lock import hold_run
+
+    with hold_run(out):  # one writer per run directory, as for the flows
+        result = validate_cohort(CohortPaths(data), RunPaths(out), config)
     print(result.describe())
     return EXIT_OK
 

@@ -77,6 +77,16 @@ def test_a_second_concurrent_run_on_the_same_run_id_exits_2(held_elsewhere, tiny
     assert time.monotonic() - started < 60
 
 
+def test_validate_alone_takes_the_same_lock(held_elsewhere, tiny_cohort, capsys):
+    """`stethoscope validate` runs no flow, but writes a run directory all the same."""
+    run, pid = held_elsewhere
+    code = main(["validate", "--data", str(tiny_cohort), "--out", str(run),
+                 "--no-great-expectations"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and f"is being written by another run (pid {pid}" in err
+    assert not run.exists()
+
+
 # --- a staging directory per attempt ----------------------------------------------------------
 
 
