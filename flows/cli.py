@@ -282,6 +282,16 @@ def _serve(args: argparse.Namespace) -> int:
                               database_url=args.database_url, worker=not args.no_worker))
 
 
+def _add_execution_flags(p: argparse.ArgumentParser, executor_help: str) -> None:
+    """--executor, --workers, --dask-address: the `execution` section (flows/execution.py)."""
+    p.add_argument("--executor", choices=["local", "dask"], default=None, help=executor_help)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local Dask cluster (default 2; implies "
+                   "--executor dask)")
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask scheduler instead of a local cluster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stethoscope",
@@ -336,13 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections "
                    "(validation, labels, sequences, model, train, activations, gradients, analyze, gate, "
                    "execution)")
-    p.add_argument("--executor", choices=["local", "dask"], default=None,
-                   help="where the tasks run: local (default: this process) or dask (a Dask "
-                   "cluster: the data stages' partitions and the audits on its workers)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes of the local Dask cluster (default 2; implies --executor dask)")
-    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
-                   help="run on an existing Dask scheduler instead of a local cluster")
+    _add_execution_flags(p, "where the tasks run: local (default: this process) or dask (a Dask cluster: the data stages' partitions and the audits on its workers)")
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run to compare with (default: the blessed run, else the last run "
                    "of the same kind in the runs directory that did not fail)")
@@ -361,12 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort directory")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, help="YAML/JSON file with stage sections")
-    p.add_argument("--executor", choices=["local", "dask"], default=None,
-                   help="where the tasks run: local (default) or dask")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes of the local Dask cluster (implies --executor dask)")
-    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
-                   help="run on an existing Dask scheduler instead of a local cluster")
+    _add_execution_flags(p, "where the tasks run: local (default) or dask")
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run to compare with (default: the blessed run, else the last run "
                    "of the same kind in the runs directory that did not fail)")
@@ -400,12 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="comparison directory to write")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant (default 1; 2 or "
                    "more tell every measure's noise)")
-    p.add_argument("--executor", choices=["local", "dask"], default=None,
-                   help="local (default: variants one after another) or dask (in parallel)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes of the local Dask cluster (implies --executor dask)")
-    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
-                   help="run on an existing Dask scheduler instead of a local cluster")
+    _add_execution_flags(p, "local (default: variants one after another) or dask (in parallel)")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("bless", parents=[common], help="make a run the reference of later runs",

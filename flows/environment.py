@@ -133,11 +133,6 @@ def configure_logging(verbosity: Verbosity = "normal") -> None:
     ours = logging.getLogger("stethoscope")
     ours.setLevel({"quiet": logging.WARNING, "normal": logging.INFO,
                    "verbose": logging.DEBUG}[verbosity])
-    for name in _CHATTY:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
-    logging.getLogger("prefect.task_runs").addFilter(_OutputRecordHooks())
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_NO_TRACEBACK_FOR_BAD_INPUT)
+    configure_worker_logging()  # the libraries and Prefect filters, as in a Dask worker
     if verbosity == "quiet":
         logging.getLogger("prefect").setLevel(logging.WARNING)
