@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from stethoscope.flows.data_stages import run_data_stages
 from stethoscope.flows.execution import run_on
 from stethoscope.flows.parameters import AuditModelParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
@@ -25,11 +26,8 @@ from stethoscope.tasks.audits.activations.task import activations_task
 from stethoscope.tasks.audits.gradients.task import gradients_task
 from stethoscope.tasks.gate.task import gate_task
 from stethoscope.tasks.inspect.task import inspect_model_task
-from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
-from stethoscope.tasks.sequences.task import sequences_task
 from stethoscope.tasks.shared.policy import stage_options
-from stethoscope.tasks.validate.task import validate_task
 
 MINUTE = 60
 
@@ -57,19 +55,13 @@ def _audit_model(params: AuditModelParameters) -> RunOutcome:
     labels_config = params.labels.model_copy(update={"num_bins": shape.num_steps})
     sequences_config = params.sequences.model_copy(update={"num_steps": shape.num_steps})
 
-    validation = validate_task.with_options(**stage_options(30 * MINUTE, outputs=("run_dir",)))(
-        cohort.root, run.root, params.validation)
-    user_weeks = labels_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
-        run.clean, cohort.users, run.user_weeks, labels_config)
-    sequences = sequences_task.with_options(**stage_options(60 * MINUTE, outputs=("out_dir",)))(
-        run.clean, cohort.users, run.user_weeks,
-        cohort.labels if cohort.labels.exists() else None, run.sequences, sequences_config)
+    data = run_data_stages(cohort, run, params.validation, labels_config, sequences_config)
     audit = stage_options(30 * MINUTE, outputs=("out_dir",))
     activations = activations_task.with_options(**audit).submit(
         model_file, run.sequences, run.audits / "activations", params.activations)
     gradients = gradients_task.with_options(**audit).submit(
         model_file, run.sequences, run.audits / "gradients", params.gradients)
-    results: list[Reportable] = [validation, user_weeks, sequences, shape, activations.result(), gradients.result()]
+    results: list[Reportable] = [*data.records(), shape, activations.result(), gradients.result()]
     gate = gate_task.with_options(**stage_options(10 * MINUTE))(
         run.root, results, params.gate, started_at,
         Path(params.baseline) if params.baseline else None)

@@ -1,9 +1,8 @@
 """The `stethoscope` command line (docs/architecture.md §1.3, §5.4).
 
-Exit status: 0 ran (pass or warn), 3 ran and the status is fail, 2 bad usage or unusable input
-(a clear message, nothing half-written), 1 unexpected crash. Each command checks its arguments,
-paths and the whole `--config` first (flows/parameters.py is light), and imports Prefect and
-TensorFlow only after that: a usage error answers in well under a second.
+The parser, and `main`, which turns what a command raises into an exit status: 0 ran (pass or
+warn), 3 ran and the status is fail, 2 bad usage or unusable input (a clear message, nothing
+half-written), 1 unexpected crash. What each command does is in flows/commands.py.
 """
 
 from __future__ import annotations
@@ -14,272 +13,13 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stethoscope.flows import environment
+from stethoscope.flows import commands, environment
+from stethoscope.flows.commands import EXIT_CRASH, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-    from stethoscope.flows.parameters import RunOutcome
-
-EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_FAIL = 0, 1, 2, 3
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
-    from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
-
-    config = SimulateConfig(users=args.users, weeks=args.weeks, seed=args.seed)
-    result = simulate_cohort(config, Path(args.out))
-    print(f"cohort written to {args.out}: {result.num_users} users, {result.num_rows:,} rows")
-    return EXIT_OK
-
-
-def _import_csv(args: argparse.Namespace) -> int:
-    from stethoscope.tasks.cohorts.import_csv.config import ImportConfig
-    from stethoscope.tasks.cohorts.import_csv.importer import import_csv_exports
-
-    config = ImportConfig(
-        timezone=args.timezone,
-        device=args.device,
-        age=args.age,
-        sex=args.sex,
-        users_csv=Path(args.users_csv) if args.users_csv else None,
-    )
-    result = import_csv_exports(Path(args.source), Path(args.out), config)
-    print(result.describe())
-    return EXIT_OK
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from stethoscope.schemas.layout import CohortPaths, RunPaths
-    from stethoscope.tasks.validate.config import ValidateConfig
-    from stethoscope.tasks.validate.gate import validate_cohort
-
-    data = _cohort(args.data)
-    out = _run_dir(args.out, data)
-    config = ValidateConfig(
-        max_quarantine_share=args.max_quarantine_share,
-        great_expectations=not args.no_great_expectations,
-    )
-    from stethoscope.flows.run_lock import hold_run
-
-    with hold_run(out):  # one writer per run directory, as for the flows
-        result = validate_cohort(CohortPaths(data), RunPaths(out), config)
-    print(result.describe())
-    return EXIT_OK
-
-
-def _load_config(path: str | None, cli_keys: tuple[str, ...] = ()) -> dict:
-    """A run config file (YAML or JSON) with stage sections; {} without one."""
-    from stethoscope.flows.config_file import read_config
-
-    return read_config(path, cli_keys) if path else {}
-
-
-def _cohort(path: str) -> Path:
-    from stethoscope.flows.roots import check_cohort
-
-    return check_cohort(path)
-
-
-def _existing_file(path: str, flag: str, what: str) -> Path:
-    from stethoscope.schemas.errors import UsageError
-
-    file = Path(path)
-    if not file.is_file():
-        state = "is a directory" if file.is_dir() else "does not exist"
-        raise UsageError(f"{flag} {path}: the {what} {state}")
-    return file
-
-
-def _run_dir(path: str, cohort: Path | None = None) -> Path:
-    """--out: a run directory; its parent is the runs directory, its name the run id. Never
-    inside `cohort` (--data): the run's clean logs would be read back as cohort data."""
-    from stethoscope.schemas.errors import UsageError
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {path}: is a file; give a directory for the run")
-    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise UsageError(f"--out {path}: {blocked} is a file, so no directory can be made under it")
-    if cohort is not None and out.resolve().is_relative_to(cohort.resolve()):
-        raise UsageError(f"--out {path}: is inside the cohort directory {cohort} (--data), where "
-                         "the run's output would be read back as cohort data; give a run "
-                         "directory outside the cohort, e.g. runs/<run id>")
-    return out
-
-
-def _finish(outcome: RunOutcome) -> int:
-    """Say where the run's report and summary are; exit 3 when its status is fail."""
-    print(f"\nstatus: {outcome.status}\nreport:  {outcome.report.resolve()}\n"
-          f"summary: {outcome.summary.resolve()}")
-    return EXIT_FAIL if outcome.status == "fail" else EXIT_OK
-
-
-def _run(args: argparse.Namespace) -> int:
-    data = _cohort(args.data)
-    out = _run_dir(args.out, data)
-    config = _load_config(args.config, ("data_dir", "runs_dir", "run_id", *_baseline_key(args),
-                                        *_execution_key(args)))
-    from stethoscope.flows.parameters import AuditParameters
-
-    params = AuditParameters.model_validate(
-        {**config, "data_dir": str(data), "runs_dir": str(out.parent), "run_id": out.name,
-         **_baseline(args, out), **_execution(args, config)})
-    environment.make_prefect_home()
-    from stethoscope.flows.nightly_audit import nightly_audit
-
-    return _finish(nightly_audit(params))
-
-
-def _demo(args: argparse.Namespace) -> int:
-    environment.make_prefect_home()
-    from stethoscope.flows.demo import run_demo
-
-    return _finish(run_demo(Path(args.dir), users=args.users, weeks=args.weeks, seed=args.seed))
-
-
-def _predictions_table(path: str) -> Path:
-    """--predictions: a readable Parquet file with rows (checked from its footer only)."""
-    file = _existing_file(path, "--predictions", "predictions table")
-    from stethoscope.tasks.analyze.inputs import check_predictions_file
-
-    check_predictions_file(file, label=f"--predictions {path}")
-    return file
-
-
-def _analyze(args: argparse.Namespace) -> int:
-    predictions = _predictions_table(args.predictions)
-    out = _run_dir(args.out)
-    data = _cohort(args.data) if args.data else None
-    settings = _load_config(args.config, _baseline_key(args))
-    strata = [c.strip() for c in args.strata.split(",")] if args.strata is not None else None
-    from stethoscope.tasks.analyze.config import AnalyzeConfig
-    from stethoscope.tasks.gate.config import GateConfig
-
-    config = AnalyzeConfig.model_validate(settings.get("analyze", {}))
-    gate = GateConfig.model_validate(settings.get("gate", {}))
-    baseline = _baseline(args, out).get("baseline") or settings.get("baseline")
-    if strata is not None:
-        config = config.with_strata([c for c in strata if c])
-    environment.make_prefect_home()
-    from stethoscope.flows.analyze_predictions import analyze_flow
-
-    return _finish(analyze_flow(predictions, out, config, data_dir=data, gate=gate,
-                                baseline=Path(baseline) if baseline else None))
-
-
-def _execution_key(args: argparse.Namespace) -> tuple[str, ...]:
-    """`execution` is a key --config may not set when --executor / --workers / --dask-address do."""
-    return ("execution",) if _execution_flags(args) else ()
-
-
-def _execution_flags(args: argparse.Namespace) -> dict[str, object]:
-    flags = {"executor": getattr(args, "executor", None), "workers": getattr(args, "workers", None),
-             "dask_address": getattr(args, "dask_address", None)}
-    return {key: value for key, value in flags.items() if value is not None}
-
-
-def _execution(args: argparse.Namespace, config: dict) -> dict[str, object]:
-    """--executor dask [--workers N] [--dask-address tcp://HOST:PORT] as the `execution` section
-    (an address alone means dask)."""
-    flags = _execution_flags(args)
-    if not flags:
-        return {}
-    if "dask_address" in flags or "workers" in flags:
-        flags.setdefault("executor", "dask")
-    return {"execution": flags}
-
-
-def _baseline_key(args: argparse.Namespace) -> tuple[str, ...]:
-    """`baseline` is a key --config may not set when --baseline does."""
-    return ("baseline",) if getattr(args, "baseline", None) else ()
-
-
-def _baseline(args: argparse.Namespace, out: Path) -> dict[str, str]:
-    """--baseline RUN_DIR: a finished run (its summary.json) other than the run being written."""
-    from stethoscope.schemas.errors import UsageError
-
-    if not getattr(args, "baseline", None):
-        return {}
-    baseline = Path(args.baseline)
-    if not (baseline / "summary.json").is_file():
-        raise UsageError(f"--baseline {args.baseline}: no summary.json there; give the "
-                         "directory of a finished stethoscope run")
-    if baseline.resolve() == out.resolve():
-        raise UsageError(f"--baseline {args.baseline}: is the run being written (--out); give "
-                         "an earlier run")
-    return {"baseline": str(baseline)}
-
-
-def _compare(args: argparse.Namespace) -> int:
-    data = _cohort(args.data)
-    out = _run_dir(args.out, data)
-    spec = _load_config(args.variants)
-    from stethoscope.flows.parameters import CompareParameters
-    from stethoscope.schemas.errors import UsageError
-
-    unknown = sorted(set(spec) - {"base", "variants", "comparison", "execution"})
-    variants = spec.get("variants")
-    if unknown or not isinstance(variants, dict):
-        raise UsageError(f"--variants {args.variants}: expected `base:` (config sections), "
-                         "`variants:` (a mapping of name to the sections it overrides) and "
-                         f"optionally `comparison:`{'; unknown: ' + ', '.join(unknown) if unknown else ''}")
-    params = CompareParameters.model_validate({
-        "data_dir": str(data), "out_dir": str(out), "base": spec.get("base") or {},
-        "variants": [{"name": str(name), "overrides": overrides or {}}
-                     for name, overrides in variants.items()],
-        "seeds": args.seeds, "comparison": spec.get("comparison") or {},
-        "execution": spec.get("execution") or {}, **_execution(args, spec)})
-    environment.make_prefect_home()
-    from stethoscope.flows.compare_architectures import compare_architectures
-
-    outcome = compare_architectures(params)
-    print(f"\ncomparison: {outcome.comparison_html.resolve()}\n"
-          f"json:       {outcome.comparison_json.resolve()}")
-    for run_id, status in outcome.statuses.items():
-        print(f"  {run_id}: {status}")
-    return EXIT_OK
-
-
-def _bless(args: argparse.Namespace) -> int:
-    from stethoscope.tasks.gate.reference import bless
-
-    summary, path = bless(Path(args.run_dir))
-    print(f"blessed {summary.run_id} ({summary.flow}, {summary.status}) as the reference of "
-          f"{summary.flow} runs in {Path(args.run_dir).parent} (recorded in {path})")
-    return EXIT_OK
-
-
-def _audit_model(args: argparse.Namespace) -> int:
-    model = _existing_file(args.model, "--model", "model file")
-    data = _cohort(args.data)
-    out = _run_dir(args.out, data)
-    config = _load_config(args.config, ("model_file", "data_dir", "runs_dir", "run_id",
-                                        *_baseline_key(args), *_execution_key(args)))
-    overrides = {key: value for key, value in (("output_layer", args.output_layer),
-                                               ("task_index", args.output_index))
-                 if value is not None}
-    if overrides:
-        config["gradients"] = {**config.get("gradients", {}), **overrides}
-    from stethoscope.flows.parameters import AuditModelParameters
-
-    params = AuditModelParameters.model_validate(
-        {**config, "model_file": str(model), "data_dir": str(data), "runs_dir": str(out.parent),
-         "run_id": out.name, **_baseline(args, out), **_execution(args, config)})
-    environment.make_prefect_home()
-    from stethoscope.flows.audit_model import audit_model_flow
-
-    return _finish(audit_model_flow(params))
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from stethoscope.flows.serve import ServeOptions, serve
-
-    return serve(ServeOptions(port=args.port, demo_cohort=not args.no_demo_cohort,
-                              alert_webhook=args.alert_webhook, host=args.host,
-                              database_url=args.database_url, worker=not args.no_worker))
+__all__ = ["EXIT_CRASH", "EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 def _add_execution_flags(p: argparse.ArgumentParser, executor_help: str) -> None:
@@ -311,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weeks", type=int, default=2, help="weeks per user (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="cohort directory to create")
-    p.set_defaults(func=_simulate)
+    p.set_defaults(func=commands.simulate)
 
     p = sub.add_parser("import-csv", parents=[common], help="vendor CSV exports -> cohort", description=(
         "Turn vendor CSV exports (one heart-rate and one steps file per user, naive local "
@@ -323,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--age", type=float, default=None, help="age in years for every user (default: from --users-csv, else unknown)")
     p.add_argument("--sex", choices=["F", "M", "U"], default=None, help="sex for every user (default: from --users-csv, else U)")
     p.add_argument("--users-csv", default=None, help="CSV with user_id and any of timezone, device, age, sex")
-    p.set_defaults(func=_import_csv)
+    p.set_defaults(func=commands.import_csv)
 
     p = sub.add_parser("validate", parents=[common], help="validate a cohort's sensor logs", description=(
         "Check a cohort against its data contract: clean rows, quarantined rows with the rule "
@@ -334,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail (exit 2) when more than this share of rows is quarantined (default 0.05)")
     p.add_argument("--no-great-expectations", action="store_true",
                    help="skip the great-expectations suite and Data Docs (row gate only)")
-    p.set_defaults(func=_validate)
+    p.set_defaults(func=commands.validate)
 
     p = sub.add_parser("run", parents=[common], help="the whole nightly audit", description=(
         "Validate, derive synthetic labels and sequences, train, audit activations and "
@@ -350,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run to compare with (default: the blessed run, else the last run "
                    "of the same kind in the runs directory that did not fail)")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=commands.run)
 
     p = sub.add_parser("audit-model", parents=[common], help="audits of an existing model", description=(
         "Run the activation and gradient audits on a saved Keras model (safe mode) against a "
@@ -369,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run to compare with (default: the blessed run, else the last run "
                    "of the same kind in the runs directory that did not fail)")
-    p.set_defaults(func=_audit_model)
+    p.set_defaults(func=commands.audit_model)
 
     p = sub.add_parser("analyze", parents=[common], help="prediction analysis alone", description=(
         "Analyse a predictions table from any model: user_id, task, y_true (0/1), y_score "
@@ -386,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the same kind in the runs directory that did not fail)")
     p.add_argument("--data", default=None, metavar="COHORT",
                    help="cohort directory to draw the weeks of the top wins and losses from")
-    p.set_defaults(func=_analyze)
+    p.set_defaults(func=commands.analyze)
 
     p = sub.add_parser("compare", parents=[common], help="variants of an architecture side by side",
                        description="Run the data stages once, then train and audit every "
@@ -400,14 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="runs per variant (default 1; 2 or "
                    "more tell every measure's noise)")
     _add_execution_flags(p, "local (default: variants one after another) or dask (in parallel)")
-    p.set_defaults(func=_compare)
+    p.set_defaults(func=commands.compare)
 
     p = sub.add_parser("bless", parents=[common], help="make a run the reference of later runs",
                        description="Mark a finished run as the reference that later runs of the "
                        "same flow in its runs directory compare with (instead of the last good "
                        "run), until another is blessed. Refuses a failed run.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to bless")
-    p.set_defaults(func=_bless)
+    p.set_defaults(func=commands.bless)
 
     p = sub.add_parser("demo", parents=[common], help="simulate a small cohort and run the nightly audit on it",
                        description="Simulate a small cohort and run the whole audit on it with "
@@ -416,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=200, help="simulated users (default 200)")
     p.add_argument("--weeks", type=int, default=2, help="weeks per user (default 2)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=commands.demo)
 
     p = sub.add_parser("serve", parents=[common], help="local Prefect server, pool, deployments, worker", description=(
         "Start a Prefect server on 127.0.0.1, create the process work pool, deploy prefect.yaml, "
@@ -437,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "browsers on other machines in: the API and UI have no authentication")
     p.add_argument("--no-worker", action="store_true",
                    help="start no worker here: runs wait for workers on other machines")
-    p.set_defaults(func=_serve)
+    p.set_defaults(func=commands.serve)
     return parser
 
 

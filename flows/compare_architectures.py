@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from pydantic import BaseModel
 
+from stethoscope.flows.data_stages import run_data_stages
 from stethoscope.flows.execution import on_dask, run_on
 from stethoscope.flows.parameters import AuditParameters, CompareParameters
 from stethoscope.flows.roots import check_cohort
@@ -27,13 +28,10 @@ from stethoscope.tasks.analyze.task import analyze_task
 from stethoscope.tasks.audits.activations.task import activations_task
 from stethoscope.tasks.audits.gradients.task import gradients_task
 from stethoscope.tasks.audits.synthetic.task import synthetic_task
-from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
-from stethoscope.tasks.sequences.task import sequences_task
 from stethoscope.tasks.shared.policy import stage_options
 from stethoscope.tasks.train.config import DEAD_UNITS_FILE
 from stethoscope.tasks.train.task import train_task
-from stethoscope.tasks.validate.task import validate_task
 from stethoscope.tasks.variants.config import DATA_RUN, VariantRun
 from stethoscope.tasks.variants.task import compare_variants_task, share_store_task
 
@@ -67,16 +65,8 @@ def _compare(params: CompareParameters) -> CompareOutcome:
     runs = params.runs()
     first = runs[0][2]
     data = RunPaths(Path(params.out_dir) / DATA_RUN)
-    labels_file = cohort.labels if cohort.labels.exists() else None
-
-    validation = validate_task.with_options(**stage_options(30 * MINUTE, outputs=("run_dir",)))(
-        cohort.root, data.root, first.validation)
-    user_weeks = labels_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
-        data.clean, cohort.users, data.user_weeks, first.labels)
-    sequences = sequences_task.with_options(**stage_options(60 * MINUTE, outputs=("out_dir",)))(
-        data.clean, cohort.users, data.user_weeks, labels_file, data.sequences, first.sequences)
-
-    data_results: list[Reportable] = [validation, user_weeks, sequences]
+    data_results: list[Reportable] = run_data_stages(
+        cohort, data, first.validation, first.labels, first.sequences).records()
     if on_dask():  # each variant a task of its own, in parallel on the workers' processes
         futures = [variant_task.submit(variant.name, variant.overrides, seed, p, data.root,
                                        cohort.root, started_at, data_results)

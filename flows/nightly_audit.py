@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from stethoscope.flows.data_stages import run_data_stages
 from stethoscope.flows.execution import run_on
 from stethoscope.flows.parameters import AuditParameters, RunOutcome
 from stethoscope.flows.roots import check_cohort
@@ -25,13 +26,10 @@ from stethoscope.tasks.audits.activations.task import activations_task
 from stethoscope.tasks.audits.gradients.task import gradients_task
 from stethoscope.tasks.audits.synthetic.task import synthetic_task
 from stethoscope.tasks.gate.task import gate_task
-from stethoscope.tasks.labels.task import labels_task
 from stethoscope.tasks.report.task import report_task
-from stethoscope.tasks.sequences.task import sequences_task
 from stethoscope.tasks.shared.policy import stage_options
 from stethoscope.tasks.train.config import DEAD_UNITS_FILE
 from stethoscope.tasks.train.task import train_task
-from stethoscope.tasks.validate.task import validate_task
 
 MINUTE = 60
 
@@ -56,14 +54,7 @@ def _audit(params: AuditParameters) -> RunOutcome:
     started_at = datetime.now(UTC)
     cohort = CohortPaths(check_cohort(params.data_dir))
     run = params.run_paths()
-    labels_file = cohort.labels if cohort.labels.exists() else None
-
-    validation = validate_task.with_options(**stage_options(30 * MINUTE, outputs=("run_dir",)))(
-        cohort.root, run.root, params.validation)
-    user_weeks = labels_task.with_options(**stage_options(30 * MINUTE, outputs=("out_file",)))(
-        run.clean, cohort.users, run.user_weeks, params.labels)
-    sequences = sequences_task.with_options(**stage_options(60 * MINUTE, outputs=("out_dir",)))(
-        run.clean, cohort.users, run.user_weeks, labels_file, run.sequences, params.sequences)
+    data = run_data_stages(cohort, run, params.validation, params.labels, params.sequences)
     trained = train_task.with_options(**stage_options(
         6 * 60 * MINUTE, inputs_within={"run_dir": ("sequences",)}))(
         run.root, params.train, params.model)
@@ -84,7 +75,7 @@ def _audit(params: AuditParameters) -> RunOutcome:
     analysis = analyze_task.with_options(**audit).submit(
         trained.predictions_path, run.analysis, params.analyze, run.clean, cohort.users)
 
-    results: list[Reportable] = [validation, user_weeks, sequences, trained,
+    results: list[Reportable] = [*data.records(), trained,
                activations.result(), gradients.result(), synthetic.result(), analysis.result()]
     gate = gate_task.with_options(**stage_options(10 * MINUTE))(
         run.root, results, params.gate, started_at,

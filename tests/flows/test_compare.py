@@ -8,27 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stethoscope.flows.cli import EXIT_USAGE, main
 from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
 from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
+from tests.flows.conftest import tiny_settings
 
 pytestmark = pytest.mark.slow
 
-VARIANTS = """
-base:
-  labels: {num_bins: 128}
-  sequences: {num_steps: 128, min_coverage: 0.3}
-  model: {num_steps: 128, conv_filters: [4], units: 4}
-  train: {epochs: 1, batch_size: 8}
-  activations: {max_user_weeks: 8}
-  gradients: {max_user_weeks: 8}
-  analyze: {num_bootstrap: 100, num_permutations: 100}
-variants:
-  relu: {model: {activation: relu}}
-  nolstm: {model: {recurrence: none}}
-comparison: {num_bootstrap: 200}
-"""
+VARIANTS = yaml.safe_dump({
+    "base": tiny_settings(128),
+    "variants": {"relu": {"model": {"activation": "relu"}},
+                 "nolstm": {"model": {"recurrence": "none"}}},
+    "comparison": {"num_bootstrap": 200},
+}, sort_keys=False)
 
 
 def test_compare_two_tiny_variants(tmp_path: Path, prefect_server,

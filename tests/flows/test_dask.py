@@ -15,23 +15,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from stethoscope.flows.cli import main
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.tasks.cohorts.simulate.cohort import simulate_cohort
 from stethoscope.tasks.cohorts.simulate.config import SimulateConfig
+from tests.flows.conftest import tiny_settings
 
 pytestmark = pytest.mark.slow
 
-TINY = """
-labels: {num_bins: 128}
-sequences: {num_steps: 128, min_coverage: 0.3}
-model: {num_steps: 128, conv_filters: [4], units: 4}
-train: {epochs: 1, batch_size: 8}
-activations: {max_user_weeks: 8}
-gradients: {max_user_weeks: 8}
-analyze: {num_bootstrap: 100, num_permutations: 100}
-"""
+TINY = yaml.safe_dump(tiny_settings(128))
 TINY_AUDIT = """
 sequences: {min_coverage: 0.3}
 activations: {max_user_weeks: 8}
