@@ -158,16 +158,23 @@ def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
         yield PrefectStack(api=f"http://127.0.0.1:{port}/api", ui=f"http://127.0.0.1:{port}",
                            data_root=data_root, cohort=cohort, webhook=webhook, pids=pids, log=log)
     finally:
-        serve.send_signal(signal.SIGINT)  # what Ctrl-C does
-        try:
-            exit_code = serve.wait(90)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            exit_code = serve.wait()
-        hook_server.shutdown()
-        survivors = _stop_survivors(pids)
+        exit_code, survivors = stop_serve(serve, hook_server, pids)
     assert exit_code == 0, f"serve exited {exit_code}:\n{log.read_text()[-3000:]}"
     assert not survivors, f"still running after serve stopped (killed now): {survivors}"
+
+
+def stop_serve(serve: subprocess.Popen, hook_server: Any, pids: dict[str, int]
+               ) -> tuple[int, dict[str, int]]:
+    """Ctrl-C to `stethoscope serve` (killed after 90 s), the webhook receiver shut down, and
+    whatever of `pids` still runs killed: (serve's exit code, the survivors)."""
+    serve.send_signal(signal.SIGINT)  # what Ctrl-C does
+    try:
+        exit_code = serve.wait(90)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        exit_code = serve.wait()
+    hook_server.shutdown()
+    return exit_code, _stop_survivors(pids)
 
 
 def _stop_survivors(pids: dict[str, int]) -> dict[str, int]:

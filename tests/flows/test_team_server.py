@@ -42,8 +42,8 @@ from tests.flows.conftest import (
     PrefectStack,
     _free_port,
     _start_webhook,
-    _stop_survivors,
     _wait_for_line,
+    stop_serve,
 )
 
 POOL = "stethoscope"
@@ -259,14 +259,7 @@ def team_stack(postgres: Postgres, tmp_path_factory) -> Iterator[TeamStack]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        serve.send_signal(signal.SIGINT)
-        try:
-            exit_code = serve.wait(90)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            exit_code = serve.wait()
-        hook_server.shutdown()
-        survivors = _stop_survivors(pids)
+        exit_code, survivors = stop_serve(serve, hook_server, pids)
     assert exit_code == 0, f"serve exited {exit_code}:\n{log.read_text()[-3000:]}"
     assert not survivors, f"still running after serve stopped (killed now): {survivors}"
 
