@@ -23,6 +23,7 @@ class FindingCode(StrEnum):
     # synthetic audit
     SYNTHETIC_NOT_LEARNED = "SYNTHETIC_NOT_LEARNED"
     SYNTHETIC_NOT_EVALUATED = "SYNTHETIC_NOT_EVALUATED"
+    SYNTHETIC_INCONCLUSIVE = "SYNTHETIC_INCONCLUSIVE"
     # activation audit
     DEAD_UNITS = "DEAD_UNITS"
     CONSTANT_UNITS = "CONSTANT_UNITS"
@@ -70,6 +71,9 @@ REGISTRY: dict[FindingCode, CodeInfo] = {
         "synthetic", "the network does not learn a synthetic target within the budget"),
     FindingCode.SYNTHETIC_NOT_EVALUATED: CodeInfo(
         "synthetic", "too few user-weeks to fit or score a synthetic target"),
+    FindingCode.SYNTHETIC_INCONCLUSIVE: CodeInfo(
+        "synthetic", "a target's R² misses a rule of `learned`, but its interval reaches past "
+        "the rule: the validation data cannot tell, with the interval's width"),
     FindingCode.DEAD_UNITS: CodeInfo(
         "activations", "units that output zero for every input of the sample"),
     FindingCode.CONSTANT_UNITS: CodeInfo(

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stethoscope.schemas.findings import FindingCode
 
-SCHEMA_VERSION = "1.3"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method;
-# 1.2: flow, comparison (the nightly gate against a reference run); 1.3: activations.semantic
+SCHEMA_VERSION = "1.4"  # 1.1: counts, AUPRC, Brier, ECE, operating points, interval method;
+# 1.2: flow, comparison (the nightly gate against a reference run); 1.3: activations.semantic;
+# 1.4: synthetic r2_ci, n_val, n_val_users, not_learned_shown
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 
 Severity = Literal["info", "warning", "error"]
@@ -95,10 +96,18 @@ class GradientsSection(_Record):
 
 
 class SyntheticResult(_Record):
+    """One synthetic target's verdict. `r2_ci`: BCa interval over user-level resamples of the
+    validation user-weeks (None: undefined or not computed); `not_learned_shown`: not learned
+    and an interval excludes passing the failed rule (None: not evaluated)."""
+
     target: str
     r2: float | None
     baseline_r2: float | None
     learned: bool
+    r2_ci: tuple[float, float] | None = None
+    n_val: int | None = None
+    n_val_users: int | None = None
+    not_learned_shown: bool | None = None
 
 
 Interval = tuple[float, float]

@@ -7,8 +7,10 @@ R² (`sklearn.metrics.r2_score`, in the target's own units) on every validation 
 target is known, next to the train mean's R² (the head's offset: the mean over the whole train
 split). A network whose predictions are not finite is scored as the train mean. The record
 also says what it costs to know this (the budget: epochs run, the best one, the train
-user-weeks) and on what it was scored (the validation users, so that the audit scores its
-reference on the same ones and notices a record of another store).
+user-weeks), on what it was scored (the validation users, so that the audit scores its
+reference on the same ones and notices a record of another store) and the prediction of every
+validation row, which the audit resamples by user for the intervals of its verdicts
+(tasks/audits/synthetic/evidence.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def pretrain_record(model: keras.Model, store: Store, phase: Phase, model_config
             "n_train": n_train, "n_val": int(known.sum()),
             "still_improving": bool(np.isfinite(head_losses).any()
                                     and int(np.nanargmin(head_losses)) == len(history) - 1),
+            # every validation row in store order, None where unknown: the audit resamples
+            # them by user for its intervals
+            "predicted": [float(v) if k else None for v, k in zip(predicted, known, strict=True)],
         }
     return {
         "phase": phase.name,

@@ -219,7 +219,8 @@ def test_prerequisites_name_every_labels_target_and_fall_back_for_others() -> No
 
 def test_worse_than_reference_is_flagged_with_its_own_advice() -> None:
     audit = SyntheticAudit(
-        scores=[TargetScore("hr_std_day_minus_night", 0.55, -0.02, 0.80, 100, 40, False),
+        scores=[TargetScore("hr_std_day_minus_night", 0.55, -0.02, 0.80, 100, 40, False,
+                            shown=("below the reference",)),
                 TargetScore("mean_daily_steps", 0.95, -0.01, 0.96, 100, 40, True)],
         network="bilstm network", reference="no-recurrence network",
         num_train_user_weeks=100, num_val_user_weeks=40, epochs_trained=8)
@@ -242,7 +243,7 @@ def test_worse_than_reference_is_flagged_with_its_own_advice() -> None:
 def test_a_fit_that_was_still_improving_blames_the_budget_first() -> None:
     audit = SyntheticAudit(
         scores=[TargetScore("resting_heart_rate", 0.2, -0.01, 0.1, 64, 16, False,
-                            still_improving=True)],
+                            still_improving=True, shown=("below the threshold",))],
         network="bilstm network", reference="no-recurrence network",
         num_train_user_weeks=64, num_val_user_weeks=16, epochs_trained=3)
 
@@ -255,9 +256,12 @@ def test_a_fit_that_was_still_improving_blames_the_budget_first() -> None:
 
 
 def _small_budget_audit(*scores: tuple[str, float, bool]) -> SyntheticAudit:
-    """(target, R^2, learned) scored on 64 train / 32 validation user-weeks in 5 epochs."""
+    """(target, R^2, learned) scored on 64 train / 32 validation user-weeks in 5 epochs; a
+    target not learned is shown below the threshold by its interval."""
     return SyntheticAudit(
-        scores=[TargetScore(name, r2, -0.02, 0.0, 64, 32, learned) for name, r2, learned in scores],
+        scores=[TargetScore(name, r2, -0.02, 0.0, 64, 32, learned,
+                            shown=() if learned else ("below the threshold",))
+                for name, r2, learned in scores],
         network="bilstm network", reference="no-recurrence network",
         num_train_user_weeks=64, num_val_user_weeks=32, epochs_trained=5)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import r2_score
 
 from stethoscope.model.config import ModelConfig
 from stethoscope.tasks.audits.synthetic import audit as audit_module
@@ -153,6 +154,19 @@ def test_verdicts_from_training_match_a_from_scratch_audit(store, tmp_path) -> N
         assert b.r2 == pytest.approx(a.r2, abs=0.05)
         assert b.baseline_r2 == pytest.approx(a.baseline_r2, abs=1e-6)
         assert b.reference_r2 == pytest.approx(a.reference_r2, abs=1e-6)  # same fit, same data
+        # both verdicts carry an interval resampled by user; the record's predictions are
+        # aligned with the store's validation rows (their R² is the recorded one)
+        assert a.r2_ci is not None and b.r2_ci is not None and b.evidence is not None
+        assert b.r2_ci[0] <= b.r2 <= b.r2_ci[1]
+        assert b.evidence.n_users == a.evidence.n_users  # type: ignore[union-attr]
+        assert b.r2_ci == pytest.approx(a.r2_ci, abs=0.1)
+        assert b.shown_not_learned == a.shown_not_learned
+    val = open_store(store, MODEL, stage="test").splits["val"]
+    for name, target in written["targets"].items():
+        predicted = np.array([np.nan if v is None else v for v in target["predicted"]])
+        known = ~np.isnan(val.labels[name])
+        assert len(predicted) == len(val) and np.array_equal(known, ~np.isnan(predicted))
+        assert r2_score(val.labels[name][known], predicted[known]) == pytest.approx(target["r2"])
 
 
 def written_text(trained) -> str:

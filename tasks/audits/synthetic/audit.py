@@ -60,6 +60,7 @@ text of the findings in `tasks/audits/synthetic/findings.py`, the bar plot in `t
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,6 +79,7 @@ from stethoscope.tasks.audits.synthetic.config import (
     SyntheticConfig,
     TargetScore,
 )
+from stethoscope.tasks.audits.synthetic.evidence import r2_evidence, shown_failures
 from stethoscope.tasks.audits.synthetic.fit import (
     Fit,
     budget,
@@ -99,10 +101,12 @@ def score_target(
     predicted: np.ndarray | None,
     reference: np.ndarray | None,
     config: SyntheticConfig = DEFAULT_CONFIG,
+    users: np.ndarray | None = None,
 ) -> TargetScore:
     """Score one target. `y_train` [n_train] and `y_val` [n_val] hold NaN where unknown;
     `predicted` and `reference` are [n_val] predictions in the target's units (None: the
-    target was not fitted)."""
+    target was not fitted); `users` [n_val], the user of each validation row, gives the
+    verdict its intervals (evidence.py; None: no intervals, so no verdict is shown)."""
     train_known = y_train[~np.isnan(y_train)]
     val_known = ~np.isnan(y_val)
     n_train, n_val = len(train_known), int(val_known.sum())
@@ -112,8 +116,28 @@ def score_target(
     r2 = float(r2_score(truth, predicted[val_known]))
     baseline = float(r2_score(truth, np.full(n_val, train_known.mean())))
     reference_r2 = None if reference is None else float(r2_score(truth, reference[val_known]))
-    return TargetScore(target, r2, baseline, reference_r2, n_train, n_val,
-                       learned=is_learned(r2, baseline, reference_r2, config))
+    score = TargetScore(target, r2, baseline, reference_r2, n_train, n_val,
+                        learned=is_learned(r2, baseline, reference_r2, config))
+    if users is None:
+        return score
+    return with_evidence(score, y_val, predicted, reference, float(train_known.mean()), users,
+                         config)
+
+
+def with_evidence(score: TargetScore, y_val: np.ndarray, predicted: np.ndarray,
+                  reference: np.ndarray | None, train_mean: float, users: np.ndarray,
+                  config: SyntheticConfig) -> TargetScore:
+    """`score` with the intervals of its rules and the failed rules they show (evidence.py);
+    `y_val`, `predicted`, `reference` and `users` are [n_val] rows of the validation split."""
+    if score.r2 is None or score.baseline_r2 is None:
+        return score
+    rng = np.random.default_rng([config.seed, zlib.crc32(score.target.encode())])
+    evidence = r2_evidence(y_val, predicted, reference, train_mean, users,
+                           config.num_bootstrap, config.alpha, rng)
+    shown = () if score.learned else tuple(shown_failures(
+        score.r2, score.baseline_r2, score.reference_r2, evidence, config.r2_threshold,
+        config.reference_margin))
+    return replace(score, evidence=evidence, shown=shown)
 
 
 def is_learned(r2: float, baseline_r2: float, reference_r2: float | None,
@@ -126,8 +150,12 @@ def is_learned(r2: float, baseline_r2: float, reference_r2: float | None,
 def learnability_table(audit: SyntheticAudit) -> pa.Table:
     """One row per target (LEARNABILITY_SCHEMA)."""
     rows = [{"target": s.target, "prerequisite": s.prerequisite, "r2": s.r2,
+             "r2_ci_low": None if s.r2_ci is None else s.r2_ci[0],
+             "r2_ci_high": None if s.r2_ci is None else s.r2_ci[1],
              "baseline_r2": s.baseline_r2, "reference_r2": s.reference_r2,
-             "n_train": s.n_train, "n_val": s.n_val, "learned": s.learned,
+             "n_train": s.n_train, "n_val": s.n_val,
+             "n_val_users": None if s.evidence is None else s.evidence.n_users,
+             "learned": s.learned, "not_learned_shown": s.shown_not_learned,
              "still_improving": s.still_improving, "reference": audit.reference}
             for s in audit.scores]
     return pa.Table.from_pylist(rows, schema=LEARNABILITY_SCHEMA)
@@ -159,8 +187,9 @@ def audit_synthetic(store_dir: Path, config: SyntheticConfig, model_config: Mode
         fit = fit_network(store, train, val, specs, model_config, config)
         reference = (fit.predicted if same_network
                      else _fit_reference(store, reference_train, val, specs, model_config, config))
+    users = _users(val)
     scores = [replace(score_target(name, train.labels[name], val.labels[name],
-                                   fit.predicted.get(name), reference.get(name), config),
+                                   fit.predicted.get(name), reference.get(name), config, users),
                       still_improving=name in fit.still_improving) for name in names]
     return SyntheticAudit(
         scores=scores, network=_network_name(model_config),
@@ -204,6 +233,8 @@ def _audit_from_record(store: Store, names: list[str], record: PretrainRecord,
     specs = target_specs(reference_train, val, evaluable, config.min_known)
     reference = ({} if same_network or not specs
                  else _fit_reference(store, reference_train, val, specs, model_config, config))
+    users = _users(val)
+    kept = _kept_rows(store.splits["val"], names)  # the record's rows that `val` keeps
     scores = []
     for name in names:
         recorded = record.targets.get(name)
@@ -214,7 +245,14 @@ def _audit_from_record(store: Store, names: list[str], record: PretrainRecord,
             continue
         reference_r2 = (recorded.r2 if same_network
                         else r2_on_known(val.labels[name], reference.get(name)))
-        scores.append(score_recorded(name, recorded, reference_r2, config))
+        score = score_recorded(name, recorded, reference_r2, config)
+        if recorded.predicted is not None and len(recorded.predicted) == len(kept):
+            predicted = np.array([np.nan if v is None else v for v in recorded.predicted])[kept]
+            train_mean = _train_mean(store.splits["train"].labels[name])
+            score = with_evidence(score, val.labels[name], predicted,
+                                  predicted if same_network else reference.get(name),
+                                  train_mean, users, config)
+        scores.append(score)
     return SyntheticAudit(
         scores=scores, network=_network_name(model_config),
         reference=_reference_name(config, same_network),
@@ -243,6 +281,22 @@ def r2_on_known(y_val: np.ndarray, predicted: np.ndarray | None) -> float | None
         return None
     known = ~np.isnan(y_val)
     return float(r2_score(y_val[known], predicted[known]))
+
+
+def _users(split: Split) -> np.ndarray:
+    return np.asarray(split.rows.column("user_id").to_pylist(), dtype=object)
+
+
+def _kept_rows(split: Split, names: list[str]) -> np.ndarray:
+    """Which rows of `split` have a known value of any of `names` (what `budget` keeps)."""
+    known = np.zeros(len(split), bool)
+    for name in names:
+        known |= ~np.isnan(split.labels[name])
+    return known
+
+
+def _train_mean(y_train: np.ndarray) -> float:
+    return float(np.mean(y_train[~np.isnan(y_train)]))
 
 
 def _fit_reference(store: Store, train: Split, val: Split, specs: list[TaskSpec],

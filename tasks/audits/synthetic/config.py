@@ -37,11 +37,16 @@ LEARNABILITY_SCHEMA = pa.schema(
         pa.field("target", pa.string(), nullable=False),
         pa.field("prerequisite", pa.string(), nullable=False),
         pa.field("r2", pa.float64()),
+        pa.field("r2_ci_low", pa.float64()),
+        pa.field("r2_ci_high", pa.float64()),
         pa.field("baseline_r2", pa.float64()),
         pa.field("reference_r2", pa.float64()),
         pa.field("n_train", pa.int64(), nullable=False),
         pa.field("n_val", pa.int64(), nullable=False),
+        pa.field("n_val_users", pa.int64()),
         pa.field("learned", pa.bool_(), nullable=False),
+        # not learned, and the interval of a failed rule excludes passing it (evidence.py)
+        pa.field("not_learned_shown", pa.bool_(), nullable=False),
         pa.field("still_improving", pa.bool_(), nullable=False),
         pa.field("reference", pa.string(), nullable=False),
     ]
@@ -67,10 +72,23 @@ class SyntheticConfig(StageConfig):
         "the network's): a smaller sample costs less and makes its R² a little pessimistic")
     max_val_user_weeks: int | None = Field(256, ge=1, description="None = the whole split")
     min_known: int = Field(10, ge=2, description="fewer known values in a split -> not evaluated")
+    num_bootstrap: int = Field(1000, ge=100, description="user-level resamples per interval")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="intervals at level 1 - alpha")
     seed: int = 0
 
 
 DEFAULT_CONFIG = SyntheticConfig()
+
+
+@dataclass(frozen=True)
+class R2Evidence:
+    """Intervals (level 1 - alpha) of the network's R², of its gain over the train mean's R²
+    and of its gap to the reference's R² (None: undefined, or no reference); evidence.py."""
+
+    r2_ci: tuple[float, float] | None
+    baseline_gap_ci: tuple[float, float] | None  # R² - train mean's R²
+    reference_gap_ci: tuple[float, float] | None  # R² - reference's R²
+    n_users: int
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,8 @@ class TargetScore:
     n_val: int
     learned: bool
     still_improving: bool = False  # the network's val loss on it fell until the last epoch
+    evidence: R2Evidence | None = None  # intervals of the rules (evidence.py); None = none
+    shown: tuple[str, ...] = ()  # failed rules whose interval excludes passing them
 
     @property
     def prerequisite(self) -> str:
@@ -94,9 +114,21 @@ class TargetScore:
     def evaluated(self) -> bool:
         return self.r2 is not None
 
+    @property
+    def shown_not_learned(self) -> bool:
+        """Not learned, and the data show it (an interval excludes passing a failed rule)."""
+        return not self.learned and bool(self.shown)
+
+    @property
+    def r2_ci(self) -> tuple[float, float] | None:
+        return None if self.evidence is None else self.evidence.r2_ci
+
     def result(self) -> SyntheticResult:
-        return SyntheticResult(target=self.target, r2=self.r2, baseline_r2=self.baseline_r2,
-                               learned=self.learned)
+        return SyntheticResult(
+            target=self.target, r2=self.r2, baseline_r2=self.baseline_r2, learned=self.learned,
+            r2_ci=self.r2_ci, n_val=self.n_val,
+            n_val_users=None if self.evidence is None else self.evidence.n_users,
+            not_learned_shown=self.shown_not_learned if self.evaluated else None)
 
 
 @dataclass(frozen=True)
@@ -144,6 +176,10 @@ class PretrainTarget(BaseModel):
     n_train: int
     n_val: int
     still_improving: bool
+    # the network's prediction for every validation row of the store in store order (None
+    # where the target is unknown): the audit's intervals resample them by user; records
+    # written before it existed have none, and their verdicts get no interval
+    predicted: list[float | None] | None = None
 
 
 class PretrainRecord(BaseModel):

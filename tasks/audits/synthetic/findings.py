@@ -1,10 +1,13 @@
 """Findings of the synthetic-target audit: what a verdict that is not `learned` tells the reader.
 
 `target_finding` gives SYNTHETIC_NOT_EVALUATED (info) for a target with too few known values
-and SYNTHETIC_NOT_LEARNED for an evaluated target that was not learned, naming the prerequisite
-it stands for and the rule it failed (below the threshold, no better than the train mean, or
-clearly below the reference) with a recommendation to match. When the sanity target
-(SANITY_TARGET) was not learned, the run's other not-learned verdicts are inconclusive (info).
+and SYNTHETIC_NOT_LEARNED for an evaluated target that was not learned where the data show it
+(the interval of a failed rule excludes passing it, evidence.py), naming the prerequisite it
+stands for and the rule it failed (below the threshold, no better than the train mean, or
+clearly below the reference) with a recommendation to match. A target whose point estimate
+fails a rule that no interval shows failed is SYNTHETIC_INCONCLUSIVE (info), with the interval
+and the R² the data could have shown. When the sanity target (SANITY_TARGET) was shown not
+learned, the run's other not-learned verdicts are inconclusive (info).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def synthetic_findings(audit: SyntheticAudit, config: SyntheticConfig = DEFAULT_
     When the sanity target (SANITY_TARGET) is evaluated and not learned, its finding says so and
     the other not-learned targets are reported as inconclusive (info), not as limits of the
     architecture."""
-    sanity_failed = any(s.target == SANITY_TARGET and s.evaluated and not s.learned
+    sanity_failed = any(s.target == SANITY_TARGET and s.evaluated and s.shown_not_learned
                         for s in audit.scores)
     findings = (target_finding(s, audit, config, sanity_failed) for s in audit.scores)
     return [f for f in findings if f is not None]
@@ -51,6 +54,8 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
             "each needed), so whether the network can learn it is unknown.",
             recommendation="Raise synthetic.max_train_user_weeks / max_val_user_weeks, "
             "or check why the labels stage leaves this target null (window minimums).")
+    if not s.learned and not s.shown:
+        return inconclusive_finding(s, audit, config)
     if not s.learned and sanity_failed and s.target == SANITY_TARGET:
         return Finding(
             stage=STAGE, severity="warning", code=FindingCode.SYNTHETIC_NOT_LEARNED,
@@ -74,29 +79,82 @@ def target_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfi
 
 def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig,
                         inconclusive: bool = False) -> str:
-    """Which rule the score failed, in words; `inconclusive` when the sanity target failed."""
+    """Which rule the score failed, in words (the first the data show, else the first the point
+    estimate fails); `inconclusive` when the sanity target failed."""
     if s.r2 is None or s.baseline_r2 is None:
         raise ValueError(f"{s.target} was not evaluated: it has no R^2 to explain")
-    reference = "" if s.reference_r2 is None else f", {audit.reference} {s.reference_r2:.2f}"
-    scores = (f"R^2 {s.r2:.2f} on {s.n_val} validation user-weeks (train mean "
-              f"{s.baseline_r2:.2f}{reference})")
-    if s.r2 < config.r2_threshold and inconclusive:
+    scores = _scores(s, audit)
+    rule = s.shown[0] if s.shown else failed_rules(s, config)[0]
+    if rule == "below the threshold" and inconclusive:
         verdict = (f"the {audit.network} does not learn it in this run: {scores}, below the "
                    f"threshold {config.r2_threshold:g}; inconclusive, since it did not learn "
                    f"the sanity target {SANITY_TARGET} either")
-    elif s.r2 < config.r2_threshold:
+    elif rule == "below the threshold":
         verdict = (f"the {audit.network} does not learn it: {scores}, below the threshold "
                    f"{config.r2_threshold:g}")
         if s.target != SANITY_TARGET:  # a sanity failure says nothing about conditions
             verdict += f". A condition that needs {s.prerequisite} is then out of its reach too"
-    elif s.r2 <= s.baseline_r2:
+    elif rule == "no better than the train mean":
         verdict = f"the {audit.network} does no better than the train mean: {scores}"
     else:
         verdict = (f"the {audit.network} learns it less well than the {audit.reference}: "
                    f"{scores}, more than {config.reference_margin:g} below the reference")
-    budget = (" Its validation loss on this target was still falling at the last epoch: the "
-              "verdict may be the training budget's." if s.still_improving else "")
-    return f"{s.target} (needs {s.prerequisite}): {verdict}.{budget}"
+    return f"{s.target} (needs {s.prerequisite}): {verdict}.{_budget(s)}"
+
+
+def inconclusive_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig
+                         ) -> Finding:
+    """SYNTHETIC_INCONCLUSIVE: the point estimate fails a rule, no interval shows it."""
+    rule = failed_rules(s, config)[0]
+    ci = s.r2_ci
+    if ci is not None:
+        half = (ci[1] - ci[0]) / 2
+        could = (f"with {s.evidence.n_users if s.evidence else 0} validation users its R² "
+                 f"interval spans about ±{half:.2f}, so an R² below "
+                 f"{config.r2_threshold - half:.2f} would have been shown below the threshold "
+                 f"{config.r2_threshold:g}")
+    else:
+        could = ("there is no interval (fewer than 5 validation users with a known value, a "
+                 "degenerate resample distribution, or a training record without "
+                 "predictions), so no verdict either way")
+    return Finding(
+        stage=STAGE, severity="info", code=FindingCode.SYNTHETIC_INCONCLUSIVE,
+        message=f"{s.target} (needs {s.prerequisite}): the data cannot tell whether the "
+                f"{audit.network} learns it: {_scores(s, audit)}; the point estimate is "
+                f"{rule}, but no interval excludes passing; {could}.{_budget(s)}",
+        recommendation=(
+            "Not a verdict on the architecture: score more validation user-weeks (a larger "
+            "cohort, or synthetic.max_val_user_weeks when the audit trains its own network) "
+            "before reading it." + (f" First raise {audit.epochs_setting}: the loss was still "
+                                    "falling." if s.still_improving else "")))
+
+
+def failed_rules(s: TargetScore, config: SyntheticConfig) -> list[str]:
+    """The rules of `learned` that the point estimate fails, in evidence.py's words."""
+    if s.r2 is None or s.baseline_r2 is None:
+        return []
+    failed = []
+    if s.r2 < config.r2_threshold:
+        failed.append("below the threshold")
+    if s.r2 <= s.baseline_r2:
+        failed.append("no better than the train mean")
+    if s.reference_r2 is not None and s.r2 < s.reference_r2 - config.reference_margin:
+        failed.append("below the reference")
+    return failed
+
+
+def _scores(s: TargetScore, audit: SyntheticAudit) -> str:
+    """R² with its interval and counts, next to the train mean's and the reference's."""
+    reference = "" if s.reference_r2 is None else f", {audit.reference} {s.reference_r2:.2f}"
+    ci = "" if s.r2_ci is None else f" [{s.r2_ci[0]:.2f}, {s.r2_ci[1]:.2f}]"
+    users = "" if s.evidence is None else f" of {s.evidence.n_users} users"
+    return (f"R^2 {s.r2:.2f}{ci} on {s.n_val} validation user-weeks{users} (train mean "
+            f"{s.baseline_r2:.2f}{reference})")
+
+
+def _budget(s: TargetScore) -> str:
+    return (" Its validation loss on this target was still falling at the last epoch: the "
+            "verdict may be the training budget's." if s.still_improving else "")
 
 
 def recommendation(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig) -> str:

@@ -15,8 +15,9 @@ from stethoscope.tasks.audits.synthetic.config import SyntheticAudit, TargetScor
 
 def plot_learnability(audit: SyntheticAudit, threshold: float = 0.5, floor: float = -0.5
                       ) -> Figure:
-    """Grouped bars per target: R^2 of the network, the reference and the train mean (clipped
-    below at `floor`), the threshold dashed; targets that were not learned are marked."""
+    """Grouped bars per target: R^2 of the network (with its interval), the reference and the
+    train mean (clipped below at `floor`), the threshold dashed; targets that were not learned,
+    or whose verdict the data cannot tell, are marked."""
     scores = audit.scores
     fig = Figure(figsize=(max(6.0, 1.5 * len(scores) + 3.5), 3.8))
     ax = fig.subplots()
@@ -27,6 +28,14 @@ def plot_learnability(audit: SyntheticAudit, threshold: float = 0.5, floor: floa
     for i, (label, values) in enumerate(bars):
         heights = [math.nan if v is None else max(v, floor) for v in values]
         ax.bar(x + (i - 1) * width, heights, width, label=label)
+    # the network's interval (user-level bootstrap), clipped like the bars
+    at = [i for i, s in enumerate(scores) if s.r2 is not None and s.r2_ci is not None]
+    if at:
+        centre = np.array([max(scores[i].r2 or 0.0, floor) for i in at])
+        low = np.array([max(scores[i].r2_ci[0], floor) for i in at])  # type: ignore[index]
+        high = np.array([max(scores[i].r2_ci[1], floor) for i in at])  # type: ignore[index]
+        ax.errorbar(x[at] - width, centre, yerr=[centre - low, high - centre], fmt="none",
+                    ecolor="black", elinewidth=1, capsize=3, label="95% interval (by user)")
     ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8,
                label=f"threshold {threshold:g}")
     ax.axhline(0.0, color="grey", linewidth=0.5)
@@ -43,4 +52,6 @@ def plot_learnability(audit: SyntheticAudit, threshold: float = 0.5, floor: floa
 def _verdict_mark(s: TargetScore) -> str:
     if s.learned:
         return ""
-    return "\n(not learned)" if s.evaluated else "\n(not evaluated)"
+    if not s.evaluated:
+        return "\n(not evaluated)"
+    return "\n(not learned)" if s.shown else "\n(inconclusive)"

@@ -17,6 +17,7 @@ from stethoscope.tasks.audits.synthetic.config import (
     SyntheticAuditResult,
     SyntheticConfig,
 )
+from stethoscope.tasks.audits.synthetic.evidence import METHOD
 from stethoscope.tasks.audits.synthetic.findings import synthetic_findings
 from stethoscope.tasks.audits.synthetic.plots import plot_learnability
 from stethoscope.tasks.shared.artifacts import publish_table
@@ -46,7 +47,11 @@ def synthetic_task(store_dir: Path, out_dir: Path, config: SyntheticConfig,
 
 
 def audit_note(audit: SyntheticAudit, config: SyntheticConfig) -> str:
-    """What was fitted, on how much, for the report."""
+    """What was fitted, on how much, and how sure, for the report."""
+    return f"{_fitted(audit, config)}; R² intervals: {METHOD} ({1 - config.alpha:.0%})"
+
+
+def _fitted(audit: SyntheticAudit, config: SyntheticConfig) -> str:
     reference = ("" if audit.num_reference_user_weeks in (None, audit.num_train_user_weeks)
                  else f" (the {audit.reference} on {audit.num_reference_user_weeks})")
     if audit.pretrained:
