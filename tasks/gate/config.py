@@ -16,10 +16,10 @@ BLESSED_FILE = "blessed.json"  # <runs>/: the run blessed as reference, per flow
 
 
 class GateConfig(StageConfig):
-    """What counts as a regression or a drift against the reference run. A regression is an
-    `error` when its interval excludes no change and the worsening exceeds its tolerance, a
-    `warning` when only the point estimate does; a drift needs a corrected test below `alpha`
-    and an effect over its threshold."""
+    """What counts as a regression or a drift against the reference run. An AUROC or AUPRC
+    regression is an `error` when its interval excludes no change and the worsening exceeds its
+    tolerance, `info` (the data cannot tell) when only the point estimate does (findings.py);
+    a drift needs a corrected test below `alpha` and an effect over its threshold."""
 
     enabled: bool = Field(True, description="compare this run with a reference run")
     auroc_tolerance: float = Field(0.02, ge=0, le=1, description="AUROC drop that matters")

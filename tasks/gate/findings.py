@@ -1,9 +1,14 @@
 """What the comparison with the reference run says in summary.json: REGRESSION, DATA_DRIFT,
 NO_REFERENCE, and the notes for changes the data cannot tell apart from none.
 
-Severity follows the evidence (docs/architecture.md §7.4): a REGRESSION is an `error` (the run
-fails, exit 3) when its interval excludes no change and the worsening exceeds its tolerance,
-a `warning` when only the point estimate does; a DATA_DRIFT is a `warning` (the data moved;
+Severity follows the evidence (docs/architecture.md §7.4): a REGRESSION of AUROC or AUPRC is an
+`error` (the run fails, exit 3) when its interval excludes no change and the worsening exceeds
+its tolerance; a synthetic R² drop whose interval excludes no change is a `warning`. When only
+the point estimate exceeds the tolerance of a sampled measure (AUROC, AUPRC, synthetic R²), the
+data cannot tell: the finding is `info` and says how large a drop the interval still allows.
+Newly dead or constant units, a shorter horizon and a newly flagged stratum are measurements
+of the model itself (or already need a corrected test), so they stay warnings. A DATA_DRIFT is
+a `warning` (the data moved;
 whether the model suffered is what the regressions say), raised only when a corrected test and
 an effect size over its threshold agree.
 """
@@ -14,6 +19,8 @@ from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import DriftEntry, Finding, MetricChange, ReferenceRun
 
 STAGE = "gate"
+# measures estimated on a sample of users, whose point change alone is no evidence
+SAMPLED = ("auroc", "auprc", "synthetic_r2")
 
 _WHAT = {"auroc": "AUROC", "auprc": "AUPRC", "synthetic_r2": "synthetic-target R²",
          "dead_fraction": "share of dead units", "constant_fraction": "share of constant units",
@@ -40,12 +47,18 @@ def _regression(c: MetricChange, reference: ReferenceRun) -> Finding:
             message=f"stratum {c.subject} is flagged tonight and was not {against}: {c.detail}.",
             recommendation="Compare the stratum's rows in both runs (its device mix, coverage "
             "and labels): a model change or a data change can each make one stratum worse.")
-    severity = "error" if c.verdict == "regression" else "warning"
+    sampled = c.measure in SAMPLED
+    if c.verdict == "regression":
+        severity = "error" if c.measure in ("auroc", "auprc") else "warning"
+    else:
+        severity = "info" if sampled else "warning"
     interval = (f" [{c.delta_ci[0]:+.3f}, {c.delta_ci[1]:+.3f}]" if c.delta_ci else
                 " (no interval)")
     evidence = ("the interval excludes no change" if c.verdict == "regression" else
                 "only the point estimate exceeds the tolerance" if c.delta_ci is None else
                 "the interval does not exclude no change")
+    if severity == "info":
+        evidence += ", so the data cannot tell whether it got worse"
     pairing = "" if c.paired is None else (", paired by user-week" if c.paired else ", unpaired")
     return Finding(
         stage=STAGE, severity=severity, code=FindingCode.REGRESSION,

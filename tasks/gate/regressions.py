@@ -4,8 +4,12 @@ Scores (AUROC and AUPRC per task) come from each run's evaluated rows
 (`analysis/baseline_scores.parquet`), compared paired by user-week where the same user-weeks
 were scored in both runs and unpaired otherwise (tasks/shared/score_deltas.py).
 
-The other measures have no sampling interval here, so they can only ever be a point
-regression (a warning): a synthetic target's R² dropping by more than `r2_tolerance`; a layer's
+A synthetic target's R² dropping by more than `r2_tolerance` gets an interval when both runs
+recorded one (each a BCa interval over users, tasks/audits/synthetic/evidence.py; the two runs'
+validation users are independent samples, so the difference's interval is the normal one with
+the two standard errors, each from its interval's width); without, it is a point regression.
+The other measures are measurements of the model with no sampling interval, so they can only
+ever be a point regression (a warning): a layer's
 share of dead or constant units rising by more than `dead_share_tolerance` (the units newly
 dead are named); the gradient horizon shrinking below `horizon_tolerance` of the reference's;
 a stratum flagged tonight that was not before (its flag already needs a corrected test).
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from stethoscope.schemas.summary import (
     ActivationsSection,
@@ -84,19 +89,34 @@ def model_changes(reference: ModelFacts, current: ModelFacts,
 
 def _synthetic(reference: ModelFacts, current: ModelFacts,
                config: GateConfig) -> list[MetricChange]:
-    before = {r.target: r.r2 for r in reference.synthetic}
+    before = {r.target: r for r in reference.synthetic}
     changes = []
     for result in current.synthetic:
         if result.target not in before:
             continue
-        ref, cur = before[result.target], result.r2
+        ref, cur = before[result.target].r2, result.r2
         delta = None if ref is None or cur is None else cur - ref
+        ci = _difference_interval(delta, before[result.target].r2_ci, result.r2_ci, config.alpha)
         changes.append(MetricChange(
             measure="synthetic_r2", subject=result.target, reference=ref, current=cur,
-            delta=delta, tolerance=config.r2_tolerance,
-            verdict=verdict(delta, None, config.r2_tolerance),
-            detail="R² on validation users; no interval (one fit per run)"))
+            delta=delta, delta_ci=ci, tolerance=config.r2_tolerance,
+            verdict=verdict(delta, ci, config.r2_tolerance),
+            detail=("R² on each run's validation users; the interval from the two runs' "
+                    "intervals (independent samples)" if ci is not None else
+                    "R² on validation users; no interval (a run without one)")))
     return changes
+
+
+def _difference_interval(delta: float | None, reference: tuple[float, float] | None,
+                         current: tuple[float, float] | None, alpha: float
+                         ) -> tuple[float, float] | None:
+    """Normal interval of current - reference from each run's interval (level 1 - alpha),
+    taking each standard error as its interval's width / (2 z)."""
+    if delta is None or reference is None or current is None:
+        return None
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    se = np.hypot(reference[1] - reference[0], current[1] - current[0]) / (2 * z)
+    return (delta - z * se, delta + z * se)
 
 
 def _units(reference: ModelFacts, current: ModelFacts,

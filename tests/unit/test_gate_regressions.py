@@ -109,6 +109,52 @@ def test_planted_dead_units_a_shorter_horizon_and_a_lost_target_are_reported():
     assert by_measure(changes, "synthetic_r2").verdict == "regression_point"
 
 
+def _with_r2_interval(facts: ModelFacts, r2: float, half_width: float) -> ModelFacts:
+    (result,) = facts.synthetic
+    return ModelFacts(facts.activations, facts.gradients,
+                      [result.model_copy(update={"r2": r2,
+                                                 "r2_ci": (r2 - half_width, r2 + half_width)})],
+                      facts.strata)
+
+
+@pytest.mark.parametrize(("half_width", "expected", "severity"), [
+    (0.05, "regression", "warning"),  # 0.8 -> 0.5, both to +-0.05: the drop is shown
+    (0.30, "regression_point", "info"),  # both to +-0.3 (few users): the data cannot tell
+])
+def test_a_synthetic_r2_drop_is_a_warning_only_when_the_intervals_show_it(
+        half_width, expected, severity):
+    from stethoscope.schemas.summary import ReferenceRun
+    from stethoscope.tasks.gate.findings import regression_findings
+
+    before = _with_r2_interval(_facts([]), 0.8, half_width)
+    after = _with_r2_interval(_facts([]), 0.5, half_width)
+    change = by_measure(model_changes(before, after, CONFIG), "synthetic_r2")
+    assert change.delta == pytest.approx(-0.3) and change.delta_ci is not None
+    # the difference of independent samples: sqrt(2) times each run's half-width
+    assert change.delta_ci[1] - change.delta_ci[0] == pytest.approx(2 * np.sqrt(2) * half_width)
+    assert change.verdict == expected
+    reference = ReferenceRun(run_id="n1", path="/runs/n1", chosen="last_good", status="pass",
+                             finished_at=datetime(2026, 12, 1, tzinfo=UTC))
+    (finding,) = regression_findings([change], reference)
+    assert finding.severity == severity
+    assert ("the data cannot tell" in finding.message) is (severity == "info")
+
+
+def test_an_auroc_drop_the_interval_does_not_show_is_info_not_a_warning():
+    from stethoscope.schemas.summary import MetricChange, ReferenceRun
+    from stethoscope.tasks.gate.findings import regression_findings
+
+    change = MetricChange(measure="auroc", subject="diabetes", reference=0.8, current=0.7,
+                          delta=-0.1, delta_ci=(-0.3, 0.1), paired=False, n_users=40,
+                          tolerance=0.02, verdict="regression_point", detail="40 users")
+    reference = ReferenceRun(run_id="n1", path="/runs/n1", chosen="last_good", status="pass",
+                             finished_at=datetime(2026, 12, 1, tzinfo=UTC))
+    (finding,) = regression_findings([change], reference)
+    assert finding.severity == "info" and "the data cannot tell" in finding.message
+    shown = change.model_copy(update={"delta_ci": (-0.15, -0.05), "verdict": "regression"})
+    assert regression_findings([shown], reference)[0].severity == "error"
+
+
 def test_the_same_model_has_no_regression():
     changes = model_changes(_facts([2]), _facts([2]), CONFIG)
     assert {c.verdict for c in changes} == {"same"}
