@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Simulate a small cohort and run the whole audit on it with "
                        "small, fast settings; prints where the report is.")
     p.add_argument("--dir", default="demo", help="where the cohort and the runs go (default ./demo)")
-    p.add_argument("--users", type=int, default=200, help="simulated users (default 200)")
+    p.add_argument("--users", type=int, default=300,  # flows/demo.py DEMO_USERS (not imported:
+                   help="simulated users (default 300)")  # it imports Prefect)
     p.add_argument("--weeks", type=int, default=2, help="weeks per user (default 2)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.set_defaults(func=commands.demo)

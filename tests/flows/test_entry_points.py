@@ -221,3 +221,10 @@ def test_the_python_api_audits_a_keras_model_in_memory(tmp_path: Path, prefect_s
     summary = result.summary()
     assert {"conv", "scores"} <= {layer.name for layer in summary.activations.layers}
     assert summary.gradients.output_layer == "scores"
+
+
+def test_the_demo_command_simulates_as_many_users_as_the_demo_flow() -> None:
+    from stethoscope.flows.demo import DEMO_USERS, demo_flow
+
+    args = build_parser().parse_args(["demo"])
+    assert args.users == DEMO_USERS == demo_flow.parameters.properties["users"]["default"]
