@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from stethoscope.schemas.findings import FindingCode
 from stethoscope.schemas.summary import DriftEntry, Finding, MetricChange, ReferenceRun
+from stethoscope.tasks.gate.profile import FILES_SET_ASIDE
 
 STAGE = "gate"
 # measures estimated on a sample of users, whose point change alone is no evidence
@@ -99,6 +100,11 @@ def drift_findings(drift: list[DriftEntry], reference: ReferenceRun) -> list[Fin
             what = f"the device mix ({d.stratum}): {d.effect_name} {_fmt(d.effect)}"
             advice = ("Check the per-generation strata: a model's metrics move with the mix of "
                       "devices even when it did not change.")
+        elif d.name == FILES_SET_ASIDE:
+            what = (f"rows in files set aside whole (unreadable or breaking the schema): "
+                    f"{_pct(d.reference_value)} → {_pct(d.current_value)} of rows")
+            advice = ("Open validation/rejected_files/ and validation/report.json `files` for "
+                      "why each file was set aside; fix or re-export them and re-run.")
         else:
             what = (f"rows quarantined by rule {d.name}: {_pct(d.reference_value)} → "
                     f"{_pct(d.current_value)} of rows")

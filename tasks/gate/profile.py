@@ -10,7 +10,8 @@ is what `drift.py` compares, so the gate never re-reads last night's raw logs (i
 Non-finite values count as missing. Each summary also counts the distinct users behind its
 values: a user's weeks are alike, so `drift.py` takes users, not user-weeks, as the sample size
 of its tests. Besides the features: the device mix (user-weeks per device key) and the number
-of users, and from the validation report the rows in and the rows each rule quarantined.
+of users, and from the validation report the rows in and the rows each rule quarantined (with
+`files_set_aside`: the rows of files set aside whole, counted or estimated, as one more rule).
 
 A profile stays under ~200 kB whatever the cohort's size (12 strata x 6 features x 101
 quantiles, indented JSON). Only the user-week table is read (the columns needed, one row per
@@ -141,9 +142,17 @@ def profile_run(user_weeks_file: Path, validation_report: Path | None) -> DataPr
     rows_in, quarantine = None, {}
     if validation_report is not None:
         report = json.loads(Path(validation_report).read_text())
-        rows_in = int(report["rows_in"])
         quarantine = {rule: int(entry["rows"]) for rule, entry in report["rules"].items()}
+        # rows of whole files set aside (counted, or estimated from their bytes when unreadable)
+        # compare like a rule's: a night that loses a file more than the reference is a drift
+        aside = (int(report.get("rows_in_rejected_files", 0) or 0)
+                 + int(report.get("rows_in_rejected_files_estimated", 0) or 0))
+        quarantine[FILES_SET_ASIDE] = aside
+        rows_in = int(report["rows_in"]) + aside
     return profile_frame(frame, rows_in, quarantine)
+
+
+FILES_SET_ASIDE = "files_set_aside"  # the quarantine entry of rows in files set aside whole
 
 
 def profile_to_dict(profile: DataProfile) -> dict[str, Any]:

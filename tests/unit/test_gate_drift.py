@@ -230,12 +230,44 @@ def test_profile_run_reads_the_user_week_table_and_the_validation_report(tmp_pat
         "rows_in": 5000, "rows_in_rejected_files": 0,
         "rules": {"missing_value": {"rows": 7, "expected": "...", "fix": "..."}}}))
     profile = profile_run(tmp_path / "user_weeks.parquet", tmp_path / "report.json")
-    assert profile == with_quarantine(profile_frame(frame), 5000, {"missing_value": 7})
+    assert profile == with_quarantine(profile_frame(frame), 5000, {"missing_value": 7,
+                                                                   "files_set_aside": 0})
     assert profile.users == 102 and profile.user_weeks == 204
     assert set(profile.features) == {ALL, UNKNOWN_DEVICE, *(generation_stratum(g)
                                                              for g in range(1, 5))}
     assert profile.features[ALL]["hr_recovery_minutes"].missing > 0
     assert profile_run(tmp_path / "user_weeks.parquet", None).rows_in is None
+
+
+def test_a_night_that_loses_a_file_drifts_on_files_set_aside(tmp_path: Path):
+    """One of four files set aside whole (a quarter of the rows, estimated from its bytes when
+    unreadable) against a reference that read every file: the rows it could not read count
+    like a rule's quarantine, so the gate sees them."""
+    frame = user_weeks(200, seed=71)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.append_column("num_samples", pa.array(np.ones(len(frame), "int64"))),
+                   tmp_path / "user_weeks.parquet")
+    profiles = {}
+    for night, (counted, estimated) in {"reference": (0, 0), "tonight": (0, 250_000)}.items():
+        (tmp_path / f"{night}.json").write_text(json.dumps({
+            "rows_in": 1_000_000 - estimated, "rows_in_rejected_files": counted,
+            "rows_in_rejected_files_estimated": estimated,
+            "rules": {"missing_value": {"rows": 100}}}))
+        profiles[night] = profile_run(tmp_path / "user_weeks.parquet", tmp_path / f"{night}.json")
+    assert profiles["tonight"].rows_in == 1_000_000
+    drift = find(compare_profiles(profiles["reference"], profiles["tonight"], DriftThresholds()),
+                 "files_set_aside")
+    assert drift.drifted and drift.current_value == pytest.approx(0.25)
+    same = find(compare_profiles(profiles["reference"], profiles["reference"], DriftThresholds()),
+                "files_set_aside")
+    assert not same.drifted
+    from stethoscope.schemas.summary import DriftEntry, ReferenceRun
+    from stethoscope.tasks.gate.findings import drift_findings
+
+    reference = ReferenceRun(run_id="n1", path="/runs/n1", chosen="last_good")
+    (finding,) = drift_findings([DriftEntry(**drift.__dict__)], reference)
+    assert finding.message.startswith("rows in files set aside whole (unreadable or breaking "
+                                      "the schema): 0.00% → 25.00% of rows against n1")
 
 
 # --- false alarms ------------------------------------------------------------------------------
