@@ -9,7 +9,8 @@ worker first, each by its process id.
 
 The server's logs live in PREFECT_HOME (default: `<project>/.prefect`), and so does its SQLite
 database unless `--database-url` names a PostgreSQL one (a team's server: server_db.py); server
-analytics are off, and the UI is Prefect's V1 UI, which makes no request off the machine. A
+analytics are off, and the UI at / is Prefect's V1 UI, which makes no request off the machine
+(V2, served at /v2 all the same, fetches Amplitude's configuration from the browser). A
 team's server binds to another address with `--host` (the API and UI have no authentication)
 and may run no worker of its own (`--no-worker`): the workers then run on other machines.
 """
@@ -86,7 +87,7 @@ def prefect_environment(options: ServeOptions) -> dict[str, str]:
     env["PREFECT_SERVER_API_PORT"] = str(options.port)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stethoscope")  # our log lines in the UI
-    env.setdefault("PREFECT_SERVER_UI_V2_ENABLED", "false")  # V1 UI: no request off the machine
+    env.setdefault("PREFECT_SERVER_UI_V2_ENABLED", "false")  # V1 at /: no request off the machine
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
