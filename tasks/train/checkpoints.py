@@ -29,7 +29,7 @@ from typing import Any
 import keras
 
 from stethoscope.model.config import ModelConfig
-from stethoscope.schemas.atomic import write_json_atomic
+from stethoscope.schemas.atomic import atomic_path, write_json_atomic
 from stethoscope.tasks.train.config import Phase
 
 log = logging.getLogger("stethoscope.train")
@@ -161,11 +161,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
                  " -> early stop" if state.stopped else "")
 
 def save_model(model: keras.Model, path: Path) -> Path:
-    """model.save, atomically (Keras insists on the .keras suffix, so no tasks.shared.io helper)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".partial-{path.name}")
-    model.save(partial)
-    os.replace(partial, path)
+    """model.save, atomically (schemas/atomic.py: a killed save leaves no file that lasts)."""
+    with atomic_path(path, suffix=".keras") as partial:
+        model.save(partial)
     return path
 
 
