@@ -82,7 +82,8 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
         else:
             keras.utils.set_random_seed(run.config.seed + index)  # same init fresh or resumed
             with scope(strategy):
-                previous, model = model, build_model(run.model_config, phase.tasks)
+                previous, model = model, build_model(run.model_config, phase.tasks,
+                                                     seed=run.config.seed + index)
                 if previous is not None:
                     log.info("fine-tuning from pre-trained layers %s",
                              transfer_weights(previous, model))
