@@ -3,9 +3,9 @@ of each stage after the data stages is retried by Prefect to the outputs of an u
 and a run killed with SIGKILL at a random point of a stage, then started again under the same run
 id, finishes with those outputs too.
 
-One undisturbed run of the flow is the reference for both. The stages before training get the
-same treatment on the front of the flow in test_retries.py (transient errors); here they are
-killed. Outputs are compared file by file (`run_outputs`), tables and JSON by value, floats to
+One undisturbed run of the flow is the reference for both. The data stages get their
+transient errors on the front of the flow in test_retries.py; here validate is killed (labels
+and sequences too with STETHOSCOPE_KILL_EVERY_STAGE=1). Outputs are compared file by file (`run_outputs`), tables and JSON by value, floats to
 a relative 1e-4: training on CPU with a fixed seed and data order repeats itself, but a resumed
 fit is only promised to match to float precision (tests/model/test_train.py).
 """
@@ -190,7 +190,6 @@ def test_a_run_killed_inside_each_stage_resumes_under_its_run_id_to_the_same_out
         # undisturbed time (the resumed process reaches it with every earlier stage cached)
         delay = rng.uniform(0.05, 0.6) * min(reference.seconds[stage] for stage in step)
         in_flight[step] = _kill_inside(command, env, step, delay)
-
         print(f"killed {delay:.3f} s after {step} started: in flight {sorted(in_flight[step])}")
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
