@@ -57,7 +57,8 @@ def test_a_transient_error_is_retried_to_the_same_outputs(stage, undisturbed, ti
     monkeypatch.setattr(module, name, fault)
     run = tmp_path / "runs" / "r"
     front_stages(tiny_cohort, run)
-    assert fault.retried  # failed once, then Prefect's next attempt of the task run got through
+    assert fault.calls >= 2  # failed once, then succeeded on the retry (labels calls it from its
+    # worker threads, outside the task run's context, so FailFirst.retried cannot tell)
     disturbed = _tables(run)
     assert disturbed.keys() == undisturbed.keys()
     for key in disturbed:
