@@ -93,13 +93,17 @@ class _ThreadTimeoutNotice(logging.Filter):
         return "running in a worker thread" not in record.getMessage()
 
 
+_POLICY_HOOKS = ("record_outputs", "forget_outputs", "announce_attempt")
+
+
 class _OutputRecordHooks(logging.Filter):
-    """Prefect logs two lines for every state hook it runs; the policy's hooks that record a
-    stage's outputs (tasks/shared/policy.py) run for every stage and say nothing worth reading."""
+    """Prefect logs two lines for every state hook it runs ("Running hook 'x' ...", "Hook 'x'
+    finished ..."); the policy's hooks that record a stage's outputs or announce its attempts
+    (tasks/shared/policy.py) run for every stage and say nothing worth reading themselves."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("hook 'record_outputs'" in message or "hook 'forget_outputs'" in message)
+        message = record.getMessage().lower()
+        return not any(f"hook {name!r}" in message for name in _POLICY_HOOKS)
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -152,8 +152,10 @@ class DeadUnitMonitor(keras.callbacks.Callback):
     callback comes *before* keras.callbacks.TensorBoard in the list, TensorBoard), and, when
     `path` is given, into a JSON file rewritten atomically after each epoch: a list of rows
     `{epoch, layer, units, dead_units, dead_fraction}`, epoch 0 = before the first update, epoch
-    n = after n epochs. `sample` is a small fixed set of model inputs (an array, or a list
-    [sequence, metadata]); it is probed in batches of `batch_size`.
+    n = after n epochs, as Keras numbers them: a later fit (fine-tuning, a resumed run) passes
+    `initial_epoch` and continues the file, replacing rows of the epochs it runs again.
+    `sample` is a small fixed set of model inputs (an array, or a list [sequence, metadata]); it
+    is probed in batches of `batch_size`.
     """
 
     def __init__(
@@ -222,10 +224,17 @@ class DeadUnitMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._probe = None  # a new fit may bring a new model (pre-training, then fine-tuning)
-        if not self.rows:
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == 0:  # a run from scratch: rows of an earlier run in this file are not its
+            self.rows = []
             self._record(0, None)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        # epochs count on across fits and attempts: n = after the n-th epoch of the whole run
-        self._record(1 + max(int(row["epoch"]) for row in self.rows), logs)
+        # Keras counts epochs across fits from `initial_epoch` (training passes the epochs the
+        # run completed), so n = after the n-th epoch of the whole run. Rows of an earlier
+        # attempt from n on are of epochs it ran past its last checkpoint (it died before
+        # that epoch's checkpoint was saved): this attempt runs them again and replaces them.
+        self.rows = [row for row in self.rows if int(row["epoch"]) <= epoch]
+        self._record(epoch + 1, logs)
 

@@ -23,6 +23,7 @@ initial state are Keras ops, not Lambda layers), so a saved model loads with
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import keras
@@ -32,10 +33,13 @@ from stethoscope.model.config import _NUM_STATES, ModelConfig, TaskSpec
 from stethoscope.model.losses import MaskedBinaryCrossentropy, MaskedMeanSquaredError
 
 
-def build_model(config: ModelConfig, tasks: Sequence[TaskSpec]) -> keras.Model:
+def build_model(config: ModelConfig, tasks: Sequence[TaskSpec], seed: int | None = None
+                ) -> keras.Model:
     """The functional DeepHeart model: inputs [`sequence`, `metadata` (when M > 0)], outputs a
-    dict {`head_<task>`: [batch, 1]} in the order of `tasks`."""
+    dict {`head_<task>`: [batch, 1]} in the order of `tasks`. With `seed`, the initial weights
+    are a function of it alone (see `_Seeds`); without, Keras draws them."""
     _check_tasks(tasks)
+    seeds = _Seeds(seed)
     sequence = keras.Input((config.num_steps, config.num_channels), name="sequence")
     inputs = [sequence]
     x = sequence  # [batch, T, C]
@@ -46,6 +50,7 @@ def build_model(config: ModelConfig, tasks: Sequence[TaskSpec]) -> keras.Model:
             padding="same",
             dilation_rate=2 ** (i - 1) if config.dilated else 1,
             activation=config.activation,
+            kernel_initializer=seeds.glorot(),
             name=f"conv_{i}",
         )(x)  # [batch, T_i, filters]
         if config.pool_size > 1:
@@ -57,12 +62,14 @@ def build_model(config: ModelConfig, tasks: Sequence[TaskSpec]) -> keras.Model:
         inputs.append(metadata)
         width = config.conv_filters[-1] if config.recurrence == "none" else config.units
         initial = layers.Dense(
-            _NUM_STATES[config.recurrence] * width, activation="tanh", name="initial_state"
+            _NUM_STATES[config.recurrence] * width, activation="tanh",
+            kernel_initializer=seeds.glorot(), name="initial_state"
         )(metadata)  # [batch, states * width]
         states = list(ops.split(initial, _NUM_STATES[config.recurrence], axis=-1))
 
-    x = _sequence_layer(config, x, states)  # [batch, T', features]
-    raw = layers.Dense(len(tasks), name=config.raw_output_layer)(x)  # [batch, T', tasks]
+    x = _sequence_layer(config, x, states, seeds)  # [batch, T', features]
+    raw = layers.Dense(len(tasks), kernel_initializer=seeds.glorot(),
+                       name=config.raw_output_layer)(x)  # [batch, T', tasks]
     pooled = layers.GlobalAveragePooling1D(name="pooled")(raw)  # [batch, tasks]
     # a dict, so that labels, losses and predictions are keyed by head name for any task count
     outputs = {task.head: _head(task, pooled[:, i : i + 1]) for i, task in enumerate(tasks)}
@@ -86,8 +93,35 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
     return copied
 
 
+class _Seeds:
+    """Seeded initializers for one build. Keras draws the seed of an unseeded initializer from
+    Python's process-wide `random` when the layer is made; other threads draw from it too (a
+    model loading in a parallel audit, the websocket of Prefect's event client), so a build
+    under `keras.utils.set_random_seed` alone got other weights depending on what ran beside
+    it (a resumed run's training, whose data stages came from the cache). With a seed, every
+    initializer gets its own from a private generator; without, Keras' defaults as before."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.rng = None if seed is None else random.Random(seed)
+
+    def _next(self) -> int | None:
+        return None if self.rng is None else self.rng.randrange(1, 2**31)
+
+    def glorot(self) -> keras.initializers.Initializer | str:  # Keras' default kernel init
+        seed = self._next()
+        return "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed)
+
+    def recurrent(self) -> dict[str, object]:
+        """A recurrent layer's random parts (kernel, recurrent kernel, its dropout seed)."""
+        if self.rng is None:
+            return {}
+        return {"kernel_initializer": self.glorot(),
+                "recurrent_initializer": keras.initializers.Orthogonal(seed=self._next()),
+                "seed": self._next()}
+
+
 def _sequence_layer(
-    config: ModelConfig, x: keras.KerasTensor, states: list[keras.KerasTensor]
+    config: ModelConfig, x: keras.KerasTensor, states: list[keras.KerasTensor], seeds: _Seeds
 ) -> keras.KerasTensor:
     """The time-mixing stage: a recurrent layer started from the metadata states, or (no
     recurrence) the metadata Dense added to every timestep as a bias."""
@@ -98,11 +132,18 @@ def _sequence_layer(
         return layers.Add(name="metadata_bias")([x, bias])  # broadcast over time
     cell = layers.GRU if config.recurrence.endswith("gru") else layers.LSTM
     if config.recurrence.startswith("bi"):
+        # seeded, the backward layer is given: a copy of the forward one would share its seeds
+        kind = cell.__name__.lower()
+        backward = (cell(config.units, return_sequences=True, go_backwards=True,
+                         name=f"backward_{kind}", **seeds.recurrent())
+                    if seeds.rng is not None else None)
         rnn = layers.Bidirectional(
-            cell(config.units, return_sequences=True), name=config.recurrence
+            cell(config.units, return_sequences=True, name=kind, **seeds.recurrent()),
+            backward_layer=backward, name=config.recurrence
         )
     else:
-        rnn = cell(config.units, return_sequences=True, name=config.recurrence)
+        rnn = cell(config.units, return_sequences=True, name=config.recurrence,
+                   **seeds.recurrent())
     return rnn(x, initial_state=states) if states else rnn(x)
 
 

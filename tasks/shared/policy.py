@@ -202,6 +202,16 @@ def record_outputs(task: Any, task_run: Any, state: Any) -> None:
                       pending.manifest)
 
 
+def announce_attempt(task: Any, task_run: Any, state: Any) -> None:
+    """Prefect on_running hook: one line when a stage starts (DEBUG; INFO for a retry, with the
+    attempt's number), so a log says which stage was running when a process died."""
+    attempt, attempts = task_run.run_count, 1 + (task.retries or 0)
+    if attempt > 1:
+        log.info("%s: attempt %d of %d started", task_run.name, attempt, attempts)
+    else:
+        log.debug("%s: started", task_run.name)
+
+
 def forget_outputs(task: Any, task_run: Any, state: Any) -> None:
     """Prefect on_failure hook: a failed task run records nothing."""
     with _PENDING_LOCK:
@@ -220,6 +230,7 @@ def stage_options(timeout_seconds: float, retries: int = 2, outputs: tuple[str, 
         "timeout_seconds": timeout_seconds,
         "persist_result": True,
         "cache_policy": StageCache(outputs=outputs, inputs_within=inputs_within or {}),
+        "on_running": [announce_attempt],
         "on_completion": [record_outputs],
         "on_failure": [forget_outputs],
     }

@@ -11,6 +11,8 @@ The JSON also records the size and sha256 of its model file. A checkpoint whose 
 read, whose model file is missing, of another size or content, or not a zip archive (a disk
 that lost the tail of a file, a copy cut short) is skipped for the newest intact one, with a
 warning naming it, and moved aside to `checkpoints/corrupt/`, never deleted: it is evidence.
+The best epoch's checkpoint, which training reloads at the end of a phase, is checked the same
+way (`intact`); when it is broken, training keeps the best intact epoch instead (loop.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import keras
 
 from stethoscope.model.config import ModelConfig
-from stethoscope.schemas.atomic import write_json_atomic
+from stethoscope.schemas.atomic import atomic_path, write_json_atomic
 from stethoscope.tasks.train.config import Phase
 
 log = logging.getLogger("stethoscope.train")
@@ -71,8 +73,23 @@ class Checkpoints:
             if state is not None:
                 return state
             if problem is not None:
-                self._set_aside(state_file, problem)
+                self._set_aside(state_file, problem, "skipped for an older intact one")
         return None
+
+    def intact(self, epoch: int, instead: str) -> bool:
+        """Whether epoch `epoch`'s checkpoint is there and as it was saved (the best epoch's,
+        before training reloads it); a broken one is set aside with a warning that says what
+        is done `instead`."""
+        state_file = self.model_path(epoch).with_suffix(".json")
+        if state_file.exists():
+            state, problem = self._read(state_file)
+            if state is not None:
+                return True
+            why = problem or f"{self.model_path(epoch).name} is missing"
+        else:
+            why = f"{state_file.name} is missing"
+        self._set_aside(state_file, why, instead)
+        return False
 
     def save(self, model: keras.Model, state: CheckpointState) -> None:
         path = save_model(model, self.model_path(state.epoch))
@@ -107,15 +124,15 @@ class Checkpoints:
             return None, f"{model.name} changed since it was saved (checksum)"
         return checkpoint, None
 
-    def _set_aside(self, state_file: Path, problem: str) -> None:
+    def _set_aside(self, state_file: Path, problem: str, instead: str) -> None:
         """Move a broken checkpoint's files to checkpoints/corrupt/ (kept, never deleted)."""
         aside = self.root / "corrupt"
         aside.mkdir(exist_ok=True)
         for path in (state_file, state_file.with_suffix(".keras")):
             if path.exists():
                 os.replace(path, aside / path.name)
-        log.warning("train: checkpoint %s is broken (%s): skipped for an older intact one, "
-                    "moved to %s", state_file.with_suffix(".keras"), problem, aside)
+        log.warning("train: checkpoint %s is broken (%s): %s; moved to %s",
+                    state_file.with_suffix(".keras"), problem, instead, aside)
 
 
 def _sha256(path: Path) -> str:
@@ -161,11 +178,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
                  " -> early stop" if state.stopped else "")
 
 def save_model(model: keras.Model, path: Path) -> Path:
-    """model.save, atomically (Keras insists on the .keras suffix, so no tasks.shared.io helper)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".partial-{path.name}")
-    model.save(partial)
-    os.replace(partial, path)
+    """model.save, atomically (schemas/atomic.py: a killed save leaves no file that lasts)."""
+    with atomic_path(path, suffix=".keras") as partial:
+        model.save(partial)
     return path
 
 

@@ -4,7 +4,8 @@
 phase copies the pre-trained shared layers) and compiles it with masked losses
 (`compile_model`); a resumed phase reloads its newest checkpoint. Each `fit` runs from the
 state's epoch to the phase's budget or an early stop, then the best epoch's weights are loaded
-and handed to `after_phase` (training records what the synthetic-target phase learned there).
+(`restore_best`: from its checkpoint once verified; a broken one falls back to the best intact
+epoch) and handed to `after_phase` (training records what the synthetic-target phase learned).
 `resumable_state` refuses checkpoints of another configuration.
 """
 
@@ -14,7 +15,7 @@ import importlib.util
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -82,7 +83,8 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
         else:
             keras.utils.set_random_seed(run.config.seed + index)  # same init fresh or resumed
             with scope(strategy):
-                previous, model = model, build_model(run.model_config, phase.tasks)
+                previous, model = model, build_model(run.model_config, phase.tasks,
+                                                     seed=run.config.seed + index)
                 if previous is not None:
                     log.info("fine-tuning from pre-trained layers %s",
                              transfer_weights(previous, model))
@@ -92,13 +94,43 @@ def train_phases(run: TrainRun, phases: Sequence[Phase], resumed: CheckpointStat
                                     history=state.history if state is not None else ())
         if not state.finished(phase):
             state = _fit(run, model, phase, state)
-        if state.best_epoch is not None:  # early stopping restores the best epoch's weights
-            model.load_weights(run.checkpoints.model_path(state.best_epoch))
+        state = restore_best(run, model, state)
         if after_phase is not None:
             after_phase(phase, model, state)
     if model is None or state is None:
         raise ValueError("train_phases: no phase ran (no phases, or a checkpoint past the last)")
     return model, state
+
+
+def restore_best(run: TrainRun, model: keras.Model, state: CheckpointState) -> CheckpointState:
+    """Early stopping keeps the phase's best epoch: load its checkpoint into `model`, which
+    holds the phase's last epoch (`state.epoch`). A best checkpoint that is broken (§6.1) is
+    set aside, and the phase keeps, of its epochs whose checkpoint is intact and its last, the
+    one with the best monitored value; the state returned says which."""
+    best = state.best_epoch
+    if best is None or best == state.epoch:
+        return state  # the weights in `model` are the best epoch's
+    if run.checkpoints.intact(best, "the phase keeps its best intact epoch instead"):
+        model.load_weights(run.checkpoints.model_path(best))
+        return state
+    scores = {row["epoch"]: float(row.get(run.monitor, math.nan)) for row in state.history}
+
+    def score(epoch: int) -> float:  # lower is better; unknown or diverged last
+        value = scores.get(epoch, math.nan)
+        return value if math.isfinite(value) else math.inf
+
+    intact = [epoch for epoch in range(state.phase_first_epoch + 1, state.epoch)
+              if epoch != best and run.checkpoints.model_path(epoch).exists()
+              and run.checkpoints.intact(epoch, "not a candidate for the best epoch")]
+    kept = min([*intact, state.epoch], key=lambda epoch: (score(epoch), -epoch))
+    if kept != state.epoch:
+        model.load_weights(run.checkpoints.model_path(kept))
+    log.warning("train: %s phase: the best epoch (%d, %s %.4f) is lost with its checkpoint; "
+                "keeping epoch %d (%s %.4f). To train the best epoch again, delete %s and run "
+                "again.", state.phase, best, run.monitor, scores.get(best, math.nan), kept,
+                run.monitor, scores.get(kept, math.nan), run.checkpoints.root)
+    return replace(state, best=score(kept) if math.isfinite(score(kept)) else None,
+                   best_epoch=kept)
 
 
 def _fit(run: TrainRun, model: keras.Model, phase: Phase, state: CheckpointState

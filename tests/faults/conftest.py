@@ -1,12 +1,16 @@
 """A tiny cohort and the front of the pipeline (validate -> labels -> sequences) as a flow with
-the real stages and the one retry and cache policy, small enough to run several times a test.
+the real stages and the one retry and cache policy, small enough to run several times a test;
+`FailFirst`, the injected fault every test uses.
 
-The nightly flow adds training and the audits, which fault tests do not need: what they check
-(locks, staging, cache validation, retries) lives in the policy and the stages' writers.
+Most fault tests need only the front: what they check (locks, staging, cache validation,
+retries) lives in the policy and the stages' writers. test_stages.py runs the whole nightly
+flow for the stages after them.
 """
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,46 @@ VALIDATE = ValidateConfig(great_expectations=False, now=datetime(2030, 1, 1, tzi
 
 def options(outputs: tuple[str, ...]) -> dict[str, Any]:
     """The one policy, without the backoff delays (5 s, 10 s) a test need not wait for."""
-    return {**stage_options(600, outputs=outputs), "retry_delay_seconds": 0}
+    return without_backoff(stage_options)(600, outputs=outputs)
+
+
+def without_backoff(policy: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """`stage_options` with the same retries and condition but no delay between attempts."""
+    def options_now(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**policy(*args, **kwargs), "retry_delay_seconds": 0}
+    return options_now
+
+
+class FailFirst:
+    """Wraps `target`: after `skip` calls that pass through, the next `times` calls raise
+    OSError(`code`), later ones pass through again. Every call records the Prefect task run and
+    attempt it came from (`attempts`), so a test can tell that Prefect retried the stage."""
+
+    def __init__(self, target: Callable[..., Any], code: int = errno.EIO, times: int = 1,
+                 skip: int = 0) -> None:
+        self.target, self.code, self.times, self.skip, self.calls = target, code, times, skip, 0
+        self.attempts: list[tuple[str | None, int | None, bool]] = []  # (task run, attempt, raised)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from prefect.context import TaskRunContext
+
+        self.calls += 1
+        raises = self.skip < self.calls <= self.skip + self.times
+        context = TaskRunContext.get()
+        self.attempts.append((str(context.task_run.id), context.task_run.run_count, raises)
+                             if context else (None, None, raises))
+        if raises:
+            raise OSError(self.code, f"{errno.errorcode[self.code]} (injected)", "/injected/path")
+        return self.target(*args, **kwargs)
+
+    @property
+    def retried(self) -> bool:
+        """It raised in an attempt of a task run, and a later attempt of the same task run
+        called it again and was let through."""
+        failed = [(run, n) for run, n, raised in self.attempts if raised and run is not None]
+        passed = [(run, n) for run, n, raised in self.attempts if not raised and run is not None]
+        return any(run == failed_run and n > failed_n  # type: ignore[operator]
+                   for failed_run, failed_n in failed for run, n in passed)
 
 
 @flow(name="front-stages")

@@ -8,17 +8,23 @@ import logging
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from stethoscope.flows.cli import EXIT_USAGE, main
+from stethoscope.model.config import ModelConfig
 from stethoscope.schemas.errors import DataContractError
 from stethoscope.schemas.layout import RunPaths
 from stethoscope.tasks.shared.audited_model import load_audit_model
 from stethoscope.tasks.shared.store import open_store
 from stethoscope.tasks.train.checkpoints import Checkpoints, CheckpointState
+from stethoscope.tasks.train.config import TrainConfig
+from stethoscope.tasks.train.training import train_model
 from tests.model.conftest import make_store  # noqa: F401 (a fixture)
 
 from .conftest import front_stages
+
+TRAIN_MODEL = ModelConfig(num_steps=64, conv_filters=(4,), units=4)
 
 # --- checkpoints ------------------------------------------------------------------------------
 
@@ -53,6 +59,47 @@ def test_a_broken_newest_checkpoint_is_skipped_for_the_newest_intact_one(tmp_pat
     aside = tmp_path / "checkpoints" / "corrupt"
     assert sorted(p.name for p in aside.iterdir()) == ["epoch-003.json", "epoch-003.keras"]
     assert not newest.exists()  # moved, never deleted: it is in corrupt/
+
+
+class BestEpochFirst(keras.callbacks.Callback):
+    """Makes every epoch after the first look worse (its val_loss), so the first stays the
+    best; at the end of the fit, `damage`s the best epoch's checkpoint, before training
+    reloads it."""
+
+    def __init__(self, checkpoint_dir: Path, damage: str) -> None:
+        super().__init__()
+        self.checkpoint_dir, self.damage = checkpoint_dir, damage
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if epoch > 0:
+            logs["val_loss"] = 1e6 + epoch
+
+    def on_train_end(self, logs=None) -> None:
+        best = self.checkpoint_dir / "epoch-001.keras"
+        if self.damage == "truncate":
+            best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+        else:  # deleted by hand
+            best.unlink()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_broken_best_checkpoint_is_set_aside_and_training_keeps_the_best_intact_epoch(
+        make_store, tmp_path, caplog, damage):  # noqa: F811
+    out = tmp_path / "model"
+    config = TrainConfig(epochs=3, batch_size=8, patience=10, keep_checkpoints=2)
+    with caplog.at_level(logging.WARNING, logger="stethoscope.train"):
+        result = train_model(make_store(), out, config, TRAIN_MODEL,
+                             callbacks=[BestEpochFirst(out / "checkpoints", damage)])
+    assert "checkpoint" in caplog.text and "epoch-001.keras" in caplog.text
+    assert "the best epoch (1, val_loss" in caplog.text and "keeping epoch 2" in caplog.text
+    aside = sorted(p.name for p in (out / "checkpoints" / "corrupt").iterdir())
+    assert aside == (["epoch-001.json", "epoch-001.keras"] if damage == "truncate"
+                     else ["epoch-001.json"])
+    # of the intact epochs (2, 3) the better one, 2, is what model.keras holds
+    assert result.best_loss == pytest.approx(1e6 + 1)
+    kept = keras.saving.load_model(out / "checkpoints" / "epoch-002.keras").get_weights()
+    for a, b in zip(keras.saving.load_model(result.model_path).get_weights(), kept, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- sequence-store shards ----------------------------------------------------------------------

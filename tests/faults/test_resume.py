@@ -14,7 +14,8 @@ import pytest
 
 from stethoscope.flows.cli import EXIT_USAGE, main
 from stethoscope.flows.run_lock import hold_run, lock_file
-from stethoscope.schemas.atomic import staging_dir
+from stethoscope.schemas import atomic
+from stethoscope.schemas.atomic import staging_dir, write_json_atomic
 from stethoscope.schemas.errors import UsageError
 from stethoscope.schemas.layout import CohortPaths, RunPaths
 from stethoscope.tasks.validate import gate
@@ -107,6 +108,23 @@ def test_each_attempt_stages_apart_and_stale_staging_is_removed(tmp_path: Path):
     assert not stale.exists()  # its process is gone
     assert live.exists()  # an attempt of a live process (a timed-out thread) is left alone
     assert first.name.startswith(f".r1.validate-partial-{os.getpid()}-")
+
+
+def test_temporary_files_of_a_killed_writer_go_with_the_next_write(tmp_path: Path):
+    """A process killed inside an atomic write leaves its hidden sibling; the next process to
+    write into that directory removes it. A live writer's and another host's are left alone."""
+    out = tmp_path / "audits" / "synthetic"
+    out.mkdir(parents=True)
+    host = atomic._HOST
+    dead = out / f".learnability.png.~{host}-{_dead_pid()}-k2j4x9_a.tmp"
+    live = out / f".learnability.png.~{host}-{os.getpid()}-abcdefgh.tmp"
+    elsewhere = out / f".plot.png.~{host}x-{_dead_pid()}-abcdefgh.tmp"
+    for path in (dead, live, elsewhere):
+        path.write_bytes(b"half a file")
+    atomic._SWEPT.discard(os.path.abspath(out))  # as in a new process
+    write_json_atomic({"ok": True}, out / "learnability.json")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["learnability.json", live.name, elsewhere.name])
 
 
 def test_a_failed_validation_attempt_leaves_no_staging(tiny_cohort, tmp_path, monkeypatch):

@@ -257,6 +257,26 @@ def test_dead_unit_monitor_records_when_units_died(tmp_path: Path):
     assert findings[0].severity == "error"  # 4/4 units dead
 
 
+def test_dead_unit_monitor_replaces_the_epochs_a_resumed_run_repeats(tmp_path: Path):
+    """An attempt that recorded epochs 0-2 died before epoch 2's checkpoint: the next attempt
+    fits from epoch 1 (initial_epoch=1) and its epoch 2 replaces the dead attempt's, never a
+    third epoch of a two-epoch run. A run from scratch in the same file starts it anew."""
+    sequence = keras.Input((T, C), name="sequence")
+    model = keras.Model(sequence, keras.layers.Dense(1, name="raw_output")(
+        keras.layers.Dense(4, activation="relu", name="dense_1")(sequence)))
+    model.compile(optimizer="sgd", loss="mae")
+    x, y = np.ones((4, T, C), "float32"), np.zeros((4, T, 1), "float32")
+    path = tmp_path / "dead_units.json"
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[DeadUnitMonitor(x, path=path)])
+    epochs = lambda: [r["epoch"] for r in json.loads(path.read_text()) if r["layer"] == "dense_1"]  # noqa: E731
+    assert epochs() == [0, 1, 2]
+
+    model.fit(x, y, initial_epoch=1, epochs=2, verbose=0, callbacks=[DeadUnitMonitor(x, path=path)])
+    assert epochs() == [0, 1, 2]
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[DeadUnitMonitor(x, path=path)])
+    assert epochs() == [0, 1]
+
+
 def test_task_writes_units_table_and_heatmaps(tmp_path: Path):
     x, meta = _data(7)
     write_array_store(tmp_path / "sequences", x, meta, bin_seconds=7 * 24 * 3600 / T)

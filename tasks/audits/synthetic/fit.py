@@ -84,7 +84,7 @@ def fit_network(store: Store, train: Split, val: Split, specs: Sequence[TaskSpec
                 model_config: ModelConfig, config: SyntheticConfig) -> Fit:
     """Fresh weights, fit with early stopping on val (best epoch restored), predict val."""
     keras.utils.set_random_seed(config.seed)
-    model = build_model(model_config, specs)
+    model = build_model(model_config, specs, seed=config.seed)
     compile_model(model, specs, config.learning_rate)
     use_metadata = model_config.num_metadata > 0
     train_data = without_autotune(make_dataset(
