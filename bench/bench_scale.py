@@ -202,6 +202,21 @@ def executor(name: str, workers: int) -> Iterator[float]:
             yield started
 
 
+def warm_up(work: Path) -> None:
+    """Pay a process's one-off costs (great-expectations' import, numba loading its kernels:
+    3-5 s) on 5 users, so that neither the first executor nor the first size carries them."""
+    from _cohort import write_bench_cohort
+
+    cohort, run = work / "fast-warm-up", work / "runs-warm-up"
+    if not (cohort / "users.parquet").exists():
+        write_bench_cohort(cohort, num_users=5, minutes=7 * 1440)
+    start = time.perf_counter()
+    for call in data_stage_calls(cohort, run).values():
+        call()
+    shutil.rmtree(run)
+    print(f"warm-up (imports, numba kernels), 5 users: {time.perf_counter() - start:.1f} s")
+
+
 def run_data_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
     from _cohort import write_bench_cohort
 
@@ -211,16 +226,7 @@ def run_data_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rows = write_bench_cohort(cohort, num_users=args.data_users,
                                   minutes=args.data_weeks * 7 * 1440)
         print(f"wrote {rows:,} rows ({args.data_users} users) in {time.perf_counter() - start:.0f} s")
-    # one-off costs of a process (great-expectations' import, numba loading its kernels) paid
-    # here, on a few users, so that no executor's first repeat carries them
-    warm = args.work / "fast-warm-up"
-    if not (warm / "users.parquet").exists():
-        write_bench_cohort(warm, num_users=5, minutes=7 * 1440)
-    start = time.perf_counter()
-    for call in data_stage_calls(warm, args.work / "runs-data" / "warm-up").values():
-        call()
-    shutil.rmtree(args.work / "runs-data" / "warm-up")
-    print(f"warm-up (imports, numba kernels), 5 users: {time.perf_counter() - start:.1f} s")
+    warm_up(args.work)
     executors = [("local", 1), *((f"dask-{n}", n) for n in args.workers)]
     part: dict[str, Any] = {"users": args.data_users, "weeks": args.data_weeks,
                             "cohort": "bench/_cohort.py write_bench_cohort (fast writer)",
@@ -313,6 +319,7 @@ def run_audit_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
     @flow(name="bench-scale")
     def bench() -> None:
+        warm_up(args.work)
         for users in args.audit_users:
             cohort = args.work / f"sim-u{users}-w{args.audit_weeks}"
             if not (cohort / "users.parquet").exists():
@@ -406,7 +413,7 @@ def print_audit(part: dict[str, Any], project: int, fit_min: int) -> None:
             b, a = fit(fitted, [seconds[sizes.index(s)] for s in fitted])
             proj = math.exp(a) * project ** b if stage != "total" else sum(projected.values())
             projected[stage] = proj
-            growth = f"{b:>6.2f}{2 ** b:>6.2f}{proj / 3600:>14.1f} h"
+            growth = f"{b:>6.2f}{2 ** b:>6.2f}{proj / 3600:>14.3g} h"
         peak = "" if stage == "total" else \
             f"{max(r['stages'][stage]['driver_peak_mib'] for r in records):>10.0f}"
         print(f"  {stage:<12}{cells}{growth}{peak}  {BOUNDS.get(stage, '')}")
