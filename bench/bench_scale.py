@@ -3,8 +3,10 @@ cluster, the whole nightly audit at growing cohort sizes, and a projection; prin
 ratios and shares, asserts nothing.
 
     .venv/bin/python bench/bench_scale.py [--part data audit] [--work /tmp/bench-scale]
-        [--data-users 1000] [--data-weeks 4] [--workers 1 2] [--repeats 3]
-        [--audit-users 250 500 1000] [--audit-weeks 1] [--project 100000] [--print-only]
+        [--data-users 1000] [--data-weeks 4] [--users-per-file 50] [--workers 1 2]
+        [--repeats 3] [--second-pass] [--data-label NAME]
+        [--audit-users 250 500 1000] [--audit-weeks 1] [--fit-min 250] [--project 100000]
+        [--print-only]
 
 **data** — validate, labels, sequences (each stage's task function, default configs: T = 4096,
 great-expectations on) on a cohort from bench/_cohort.py's fast writer (`--data-users` x
@@ -16,6 +18,10 @@ fresh cluster (its start is timed apart); executors interleave within a repeat, 
 other jobs hits all alike; medians over `--repeats`. Peak RSS is sampled every 50 ms on a
 thread over this process and its children (the Dask workers), per process, per stage: a peak
 shorter than that can be missed. CPU seconds are summed over the same processes.
+`--second-pass` runs the stages twice on each cluster (the 2nd pass on workers that have
+imported and loaded everything once); `--users-per-file` sets the cohort's file size: a file
+of more than 2 x chunk_rows (2 M) rows is streamed by the flow's process and its chunks are
+shipped to the workers by value, a smaller one is a partition of its own, read by a worker.
 
 **audit** — the whole nightly audit, at each `--audit-users` x `--audit-weeks` (cohorts from
 the realistic simulator, `stethoscope simulate --seed 0`, so labels exist), with the settings
@@ -220,16 +226,18 @@ def warm_up(work: Path) -> None:
 def run_data_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
     from _cohort import write_bench_cohort
 
-    cohort = args.work / f"fast-u{args.data_users}-w{args.data_weeks}"
+    cohort = args.work / f"fast-u{args.data_users}-w{args.data_weeks}-f{args.users_per_file}"
     if not (cohort / "users.parquet").exists():
         start = time.perf_counter()
         rows = write_bench_cohort(cohort, num_users=args.data_users,
-                                  minutes=args.data_weeks * 7 * 1440)
+                                  minutes=args.data_weeks * 7 * 1440,
+                                  users_per_file=args.users_per_file)
         print(f"wrote {rows:,} rows ({args.data_users} users) in {time.perf_counter() - start:.0f} s")
     warm_up(args.work)
     executors = [("local", 1), *((f"dask-{n}", n) for n in args.workers)]
     part: dict[str, Any] = {"users": args.data_users, "weeks": args.data_weeks,
-                            "cohort": "bench/_cohort.py write_bench_cohort (fast writer)",
+                            "cohort": f"bench/_cohort.py write_bench_cohort (fast writer), "
+                                      f"{args.users_per_file} users per file",
                             "repeats": args.repeats, "runs": {n: [] for n, _ in executors}}
     for repeat in range(args.repeats):
         for name, workers in executors:
@@ -249,7 +257,7 @@ def run_data_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
                         f"{s} {record[s]['seconds']:.1f} s" for s in DATA_STAGES)
                         + (f" (cluster start {cluster_start:.1f} s)" if attempt == 0 and
                            cluster_start else ""), flush=True)
-    results["data-2nd-pass" if args.second_pass else "data"] = part
+    results["data" + (f" ({args.data_label})" if args.data_label else "")] = part
     save(args.work, results)
 
 
@@ -460,6 +468,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="of the data part")
     parser.add_argument("--second-pass", action="store_true",
                         help="run the data stages twice on each cluster: the 2nd on warm workers")
+    parser.add_argument("--data-label", default="",
+                        help="keep these data results apart from the main ones, under this name")
+    parser.add_argument("--users-per-file", type=int, default=50,
+                        help="of the data part's cohort (a file above 2 x chunk_rows = 2 M rows "
+                        "is streamed by the flow's process, its chunks shipped to the workers)")
     parser.add_argument("--audit-users", type=int, nargs="+", default=[250, 500, 1000])
     parser.add_argument("--audit-weeks", type=int, default=1)
     parser.add_argument("--project", type=int, default=100_000, help="users to project to")
@@ -478,9 +491,9 @@ def main() -> None:
         if "audit" in args.part:
             run_audit_part(args, results)
         print(f"\nthis invocation took {(time.perf_counter() - started) / 60:.1f} min")
-    for key in ("data", "data-2nd-pass"):
-        if key in results:
-            print_data(results[key])
+    for key in sorted(k for k in results if k.startswith("data")):
+        print(f"\n[{key}]", end="")
+        print_data(results[key])
     if results.get("audit", {}).get("sizes"):
         print_audit(results["audit"], args.project, args.fit_min)
     if "data" in results:
