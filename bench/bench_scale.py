@@ -68,11 +68,14 @@ AUDIT_STAGES = (*DATA_STAGES, "train", "synthetic", "activations", "gradients", 
 # what bounds each stage's work at the nightly settings (from the stages' configs)
 BOUNDS = {
     "train": "epochs <= 5 + 20 (early stopping); every train user-week, no cap",
-    "synthetic": "reference net on <= 128 train user-weeks, <= 256 val (record from training)",
-    "activations": "<= 256 user-weeks (max_user_weeks)",
-    "gradients": "<= 256 user-weeks (max_user_weeks)",
+    "synthetic": "reference net on <= 128 train user-weeks, <= 8 epochs; scores every val "
+                 "user-week (training's record)",
+    "activations": "<= 256 val user-weeks (max_user_weeks)",
+    "gradients": "<= 256 val user-weeks (max_user_weeks)",
     "analyze": "every val + test user-week; 1000 user-level bootstrap resamples",
 }
+# stages whose work stops growing once the validation split holds this many user-weeks
+VAL_CAPS = {"activations": 256, "gradients": 256}
 # the records the flow hands to the gate and the report, in its order
 REPORTED = (*DATA_STAGES, "train", "activations", "gradients", "synthetic", "analyze")
 MIB = 2**20
@@ -414,6 +417,8 @@ def print_audit(part: dict[str, Any], project: int, fit_min: int) -> None:
     head = "".join(f"{f'{s} s':>9}{'share':>7}" for s in sizes)
     print(f"  {'stage':<12}{head}{'b':>6}{'x/2x':>6}{f'{project:,} (proj.)':>16}"
           f"{'peak MiB':>10}  bounded by")
+    val_per_user = records[-1]["user_weeks"]["val"] / sizes[-1] / part["weeks"]
+    caps = {stage: round(cap / val_per_user) for stage, cap in VAL_CAPS.items()}
     projected: dict[str, float] = {}
     totals = [sum(r["stages"][s]["seconds"] for s in AUDIT_STAGES) for r in records]
     for stage in (*AUDIT_STAGES, "total"):
@@ -423,7 +428,9 @@ def print_audit(part: dict[str, Any], project: int, fit_min: int) -> None:
         growth = ""
         if len(sizes) >= 2:
             b, a = fit(fitted, [seconds[sizes.index(s)] for s in fitted])
-            proj = math.exp(a) * project ** b if stage != "total" else sum(projected.values())
+            # a capped stage grows only until the validation split reaches its cap
+            at = min(project, caps.get(stage, project))
+            proj = math.exp(a) * at ** b if stage != "total" else sum(projected.values())
             projected[stage] = proj
             growth = f"{b:>6.2f}{2 ** b:>6.2f}{proj / 3600:>14.3g} h"
         peak = "" if stage == "total" else \
@@ -433,7 +440,10 @@ def print_audit(part: dict[str, Any], project: int, fit_min: int) -> None:
         print(f"  b: exponent of a least-squares fit of log seconds on log users over "
               f"{', '.join(map(str, fitted))} users (x/2x = 2^b, per doubling). PROJECTION to "
               f"{project:,} users, not measured: each stage's fit extrapolated (total = their "
-              f"sum); single process, the same settings, the same simulated cohort mix.")
+              f"sum); single process, the same settings, the same simulated cohort mix; "
+              f"activations and gradients stop growing at "
+              f"{caps['activations']:,} users x {part['weeks']} week (256 val user-weeks at "
+              f"{val_per_user:.3f} per user-week of data).")
 
 
 def print_dask_projection(data: dict[str, Any], audit: dict[str, Any] | None,
