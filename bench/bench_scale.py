@@ -367,6 +367,12 @@ def fit(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
     return b, my - b * mx
 
 
+def duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
 def print_data(part: dict[str, Any]) -> None:
     runs = part["runs"]
     print(f"\n== data stages, {part['users']:,} users x {part['weeks']} weeks "
@@ -429,18 +435,21 @@ def print_audit(part: dict[str, Any], project: int, fit_min: int) -> None:
         if len(sizes) >= 2:
             b, a = fit(fitted, [seconds[sizes.index(s)] for s in fitted])
             # a capped stage grows only until the validation split reaches its cap
+            # and one that did not grow (b < 0: fixed work and noise) is projected flat
             at = min(project, caps.get(stage, project))
-            proj = math.exp(a) * at ** b if stage != "total" else sum(projected.values())
+            flat = max(fitted) if b < 0 else at
+            proj = (math.exp(a) * at ** b * (flat / at) ** b if stage != "total"
+                    else sum(projected.values()))
             projected[stage] = proj
-            growth = f"{b:>6.2f}{2 ** b:>6.2f}{proj / 3600:>14.3g} h"
+            growth = f"{b:>6.2f}{2 ** b:>6.2f}{duration(proj):>16}"
         peak = "" if stage == "total" else \
             f"{max(r['stages'][stage]['driver_peak_mib'] for r in records):>10.0f}"
         print(f"  {stage:<12}{cells}{growth}{peak}  {BOUNDS.get(stage, '')}")
     if len(sizes) >= 2:
         print(f"  b: exponent of a least-squares fit of log seconds on log users over "
               f"{', '.join(map(str, fitted))} users (x/2x = 2^b, per doubling). PROJECTION to "
-              f"{project:,} users, not measured: each stage's fit extrapolated (total = their "
-              f"sum); single process, the same settings, the same simulated cohort mix; "
+              f"{project:,} users, not measured: each stage's fit extrapolated, flat where b < 0 "
+              f"(total = their sum); single process, the same settings, the same simulated cohort mix; "
               f"activations and gradients stop growing at "
               f"{caps['activations']:,} users x {part['weeks']} week (256 val user-weeks at "
               f"{val_per_user:.3f} per user-week of data).")
