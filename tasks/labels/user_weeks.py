@@ -72,20 +72,23 @@ def build_user_weeks(
     num_rows = num_users = num_weeks = 0
     non_null = dict.fromkeys(USER_WEEK_TARGETS, 0)
 
-    def compute(chunk: UserChunk) -> tuple[UserChunk, pa.Table | None]:
+    def compute(chunk: UserChunk) -> tuple[tuple[str, ...], int, pa.Table | None]:
+        # (user ids, rows, table), not the chunk: on a Dask cluster the result travels back
+        # to this process, and the chunk's row arrays are ~45 MB per million rows
         zones = [timezones.get(u) for u in chunk.user_ids]
         if None in zones or missing:  # after the first unknown user, only collect the others
-            return chunk, None
+            return chunk.user_ids, chunk.num_rows, None
         known = tuple(z for z in zones if z is not None)  # every zone, after the check above
-        return chunk, user_weeks_of_chunk(chunk, known, config)
+        return chunk.user_ids, chunk.num_rows, user_weeks_of_chunk(chunk, known, config)
 
     with atomic_path(Path(out_file)) as tmp, pq.ParquetWriter(tmp, USER_WEEKS) as writer:
-        for chunk, table in map_chunks(compute, files, config.chunk_rows, config.workers):
+        for user_ids, chunk_rows, table in map_chunks(compute, files, config.chunk_rows,
+                                                      config.workers):
             if table is None:
-                missing += [u for u in chunk.user_ids if u not in timezones]
+                missing += [u for u in user_ids if u not in timezones]
                 continue
             writer.write_table(table)
-            num_rows, num_users = num_rows + chunk.num_rows, num_users + chunk.num_users
+            num_rows, num_users = num_rows + chunk_rows, num_users + len(user_ids)
             num_weeks += table.num_rows
             for name in USER_WEEK_TARGETS:
                 non_null[name] += table.num_rows - table.column(name).null_count

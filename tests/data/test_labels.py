@@ -3,6 +3,7 @@ independent plain-pandas computation on a simulated cohort."""
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from datetime import date
 from pathlib import Path
@@ -245,6 +246,29 @@ def test_chunking_and_threads_do_not_change_the_table(tmp_path, simulated):
     pd.testing.assert_frame_equal(a.drop(columns=floats), b.drop(columns=floats))
     # Sums are prefix sums over a chunk: other chunks, other rounding (~1e-15 relative).
     pd.testing.assert_frame_equal(a[floats], b[floats], check_exact=False, rtol=1e-12)
+
+
+def test_a_chunk_sends_back_its_user_weeks_not_its_rows(tmp_path, simulated, monkeypatch):
+    """On a Dask cluster a partition's result is pickled back to the flow's process: it must
+    not carry the chunk's row arrays (bench/bench_scale.py: labels 6-9x slower on Dask)."""
+    from stethoscope.tasks.labels import user_weeks
+    from stethoscope.tasks.shared.user_chunks import UserChunk, map_chunks
+
+    sent: list[tuple[int, int]] = []  # (pickled result, pickled chunk), bytes
+
+    def measured(fn, files, chunk_rows, workers):
+        def partition(chunk: UserChunk):
+            result = fn(chunk)
+            assert not any(isinstance(part, UserChunk) for part in result)
+            sent.append((len(pickle.dumps(result)), len(pickle.dumps(chunk))))
+            return result
+        return map_chunks(partition, files, chunk_rows, workers)
+
+    monkeypatch.setattr(user_weeks, "map_chunks", measured)
+    clean, users = simulated
+    built = build_user_weeks(clean, users, tmp_path / "uw.parquet", LabelsConfig())
+    assert built.num_user_weeks > 0 and sent
+    assert all(result < chunk / 10 for result, chunk in sent), sent
 
 
 def test_broken_inputs_are_named_all_at_once(tmp_path):
