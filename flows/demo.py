@@ -17,8 +17,8 @@ DEMO_STEPS = 1024
 # minutes on 2 cores (README, "What the demo finds"). Pre-training runs 8 epochs at 3e-3: with
 # 2 epochs at 1e-3 the network did not learn even the sanity target (mean daily steps, R² -0.06
 # [-0.42, 0.07]), so its synthetic verdicts said nothing about the architecture; with 8 it learns
-# the sanity and short-range targets (R² 0.84, 0.93) and shows, with intervals, that it does not
-# learn day vs night or memory across days. The synthetic section is the memory-less
+# the sanity and short-range targets (R² 0.80, 0.93 on seed 1) and shows, with intervals, that it
+# does not learn day vs night or memory across days. The synthetic section is the memory-less
 # reference's budget (the network's scores come from pre-training's record).
 DEMO_SETTINGS = {
     "labels": {"num_bins": DEMO_STEPS},
