@@ -37,6 +37,7 @@ from stethoscope.schemas.errors import DataContractError, Problem
 from stethoscope.schemas.tables import USER_WEEK_TARGETS
 
 PROFILE_VERSION = 1
+FILES_SET_ASIDE = "files_set_aside"  # the quarantine entry of rows in files set aside whole
 FEATURES: tuple[str, ...] = ("coverage", *USER_WEEK_TARGETS)
 QUANTILE_LEVELS: tuple[float, ...] = tuple(i / 100 for i in range(101))
 ALL = "all"
@@ -150,9 +151,6 @@ def profile_run(user_weeks_file: Path, validation_report: Path | None) -> DataPr
         quarantine[FILES_SET_ASIDE] = aside
         rows_in = int(report["rows_in"]) + aside
     return profile_frame(frame, rows_in, quarantine)
-
-
-FILES_SET_ASIDE = "files_set_aside"  # the quarantine entry of rows in files set aside whole
 
 
 def profile_to_dict(profile: DataProfile) -> dict[str, Any]:

@@ -79,12 +79,17 @@ from stethoscope.tasks.audits.synthetic.config import (
     SyntheticConfig,
     TargetScore,
 )
-from stethoscope.tasks.audits.synthetic.evidence import r2_evidence, shown_failures
+from stethoscope.tasks.audits.synthetic.evidence import (
+    failed_rules,
+    r2_evidence,
+    shown_failures,
+)
 from stethoscope.tasks.audits.synthetic.fit import (
     Fit,
     budget,
     fit_network,
     fit_ridge,
+    known_rows,
     target_names,
     target_specs,
 )
@@ -143,8 +148,8 @@ def with_evidence(score: TargetScore, y_val: np.ndarray, predicted: np.ndarray,
 def is_learned(r2: float, baseline_r2: float, reference_r2: float | None,
                config: SyntheticConfig = DEFAULT_CONFIG) -> bool:
     """R^2 passes the threshold, beats the train mean, and is not clearly below the reference."""
-    beats_reference = reference_r2 is None or r2 >= reference_r2 - config.reference_margin
-    return r2 >= config.r2_threshold and r2 > baseline_r2 and beats_reference
+    return not failed_rules(r2, baseline_r2, reference_r2, config.r2_threshold,
+                            config.reference_margin)
 
 
 def learnability_table(audit: SyntheticAudit) -> pa.Table:
@@ -234,7 +239,7 @@ def _audit_from_record(store: Store, names: list[str], record: PretrainRecord,
     reference = ({} if same_network or not specs
                  else _fit_reference(store, reference_train, val, specs, model_config, config))
     users = _users(val)
-    kept = _kept_rows(store.splits["val"], names)  # the record's rows that `val` keeps
+    kept = known_rows(store.splits["val"], names)  # the record's rows that `val` keeps
     scores = []
     for name in names:
         recorded = record.targets.get(name)
@@ -285,14 +290,6 @@ def r2_on_known(y_val: np.ndarray, predicted: np.ndarray | None) -> float | None
 
 def _users(split: Split) -> np.ndarray:
     return np.asarray(split.rows.column("user_id").to_pylist(), dtype=object)
-
-
-def _kept_rows(split: Split, names: list[str]) -> np.ndarray:
-    """Which rows of `split` have a known value of any of `names` (what `budget` keeps)."""
-    known = np.zeros(len(split), bool)
-    for name in names:
-        known |= ~np.isnan(split.labels[name])
-    return known
 
 
 def _train_mean(y_train: np.ndarray) -> float:

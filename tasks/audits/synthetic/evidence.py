@@ -59,18 +59,34 @@ def r2_evidence(truth: np.ndarray, predicted: np.ndarray, reference: np.ndarray 
     return R2Evidence(cis[0], cis[1], cis[2] if r is not None else None, n_users)
 
 
+BELOW_THRESHOLD = "below the threshold"
+NO_BETTER_THAN_MEAN = "no better than the train mean"
+BELOW_REFERENCE = "below the reference"
+
+
+def failed_rules(r2: float, baseline_r2: float, reference_r2: float | None, threshold: float,
+                 margin: float) -> list[str]:
+    """The rules of `learned` that the point estimate fails, in words (empty: learned)."""
+    failed = []
+    if r2 < threshold:
+        failed.append(BELOW_THRESHOLD)
+    if r2 <= baseline_r2:
+        failed.append(NO_BETTER_THAN_MEAN)
+    if reference_r2 is not None and r2 < reference_r2 - margin:
+        failed.append(BELOW_REFERENCE)
+    return failed
+
+
 def shown_failures(r2: float, baseline_r2: float, reference_r2: float | None,
                    evidence: R2Evidence, threshold: float, margin: float) -> list[str]:
     """The rules of `is_learned` that the point estimate fails AND whose interval excludes
     passing, in words (empty: not shown, whatever the point estimate says)."""
-    shown = []
-    if r2 < threshold and evidence.r2_ci is not None and evidence.r2_ci[1] < threshold:
-        shown.append("below the threshold")
-    if (r2 <= baseline_r2 and evidence.baseline_gap_ci is not None
-            and evidence.baseline_gap_ci[1] <= 0):
-        shown.append("no better than the train mean")
-    if (reference_r2 is not None and r2 < reference_r2 - margin
-            and evidence.reference_gap_ci is not None
-            and evidence.reference_gap_ci[1] < -margin):
-        shown.append("below the reference")
-    return shown
+    def upper_below(ci: tuple[float, float] | None, bound: float, inclusive: bool = False
+                    ) -> bool:
+        return ci is not None and (ci[1] <= bound if inclusive else ci[1] < bound)
+
+    shown = {BELOW_THRESHOLD: upper_below(evidence.r2_ci, threshold),
+             NO_BETTER_THAN_MEAN: upper_below(evidence.baseline_gap_ci, 0.0, inclusive=True),
+             BELOW_REFERENCE: upper_below(evidence.reference_gap_ci, -margin)}
+    return [rule for rule in failed_rules(r2, baseline_r2, reference_r2, threshold, margin)
+            if shown[rule]]

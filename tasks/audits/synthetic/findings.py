@@ -20,6 +20,11 @@ from stethoscope.tasks.audits.synthetic.config import (
     SyntheticConfig,
     TargetScore,
 )
+from stethoscope.tasks.audits.synthetic.evidence import (
+    BELOW_THRESHOLD,
+    NO_BETTER_THAN_MEAN,
+    failed_rules,
+)
 
 
 def synthetic_findings(audit: SyntheticAudit, config: SyntheticConfig = DEFAULT_CONFIG
@@ -84,17 +89,17 @@ def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: Synthetic
     if s.r2 is None or s.baseline_r2 is None:
         raise ValueError(f"{s.target} was not evaluated: it has no R^2 to explain")
     scores = _scores(s, audit)
-    rule = s.shown[0] if s.shown else failed_rules(s, config)[0]
-    if rule == "below the threshold" and inconclusive:
+    rule = s.shown[0] if s.shown else _failed_rules(s, config)[0]
+    if rule == BELOW_THRESHOLD and inconclusive:
         verdict = (f"the {audit.network} does not learn it in this run: {scores}, below the "
                    f"threshold {config.r2_threshold:g}; inconclusive, since it did not learn "
                    f"the sanity target {SANITY_TARGET} either")
-    elif rule == "below the threshold":
+    elif rule == BELOW_THRESHOLD:
         verdict = (f"the {audit.network} does not learn it: {scores}, below the threshold "
                    f"{config.r2_threshold:g}")
         if s.target != SANITY_TARGET:  # a sanity failure says nothing about conditions
             verdict += f". A condition that needs {s.prerequisite} is then out of its reach too"
-    elif rule == "no better than the train mean":
+    elif rule == NO_BETTER_THAN_MEAN:
         verdict = f"the {audit.network} does no better than the train mean: {scores}"
     else:
         verdict = (f"the {audit.network} learns it less well than the {audit.reference}: "
@@ -105,7 +110,7 @@ def not_learned_message(s: TargetScore, audit: SyntheticAudit, config: Synthetic
 def inconclusive_finding(s: TargetScore, audit: SyntheticAudit, config: SyntheticConfig
                          ) -> Finding:
     """SYNTHETIC_INCONCLUSIVE: the point estimate fails a rule, no interval shows it."""
-    rule = failed_rules(s, config)[0]
+    rule = _failed_rules(s, config)[0]
     ci = s.r2_ci
     if ci is not None:
         half = (ci[1] - ci[0]) / 2
@@ -129,18 +134,12 @@ def inconclusive_finding(s: TargetScore, audit: SyntheticAudit, config: Syntheti
                                     "falling." if s.still_improving else "")))
 
 
-def failed_rules(s: TargetScore, config: SyntheticConfig) -> list[str]:
-    """The rules of `learned` that the point estimate fails, in evidence.py's words."""
+def _failed_rules(s: TargetScore, config: SyntheticConfig) -> list[str]:
+    """The rules of `learned` that the point estimate fails (evidence.py's words)."""
     if s.r2 is None or s.baseline_r2 is None:
         return []
-    failed = []
-    if s.r2 < config.r2_threshold:
-        failed.append("below the threshold")
-    if s.r2 <= s.baseline_r2:
-        failed.append("no better than the train mean")
-    if s.reference_r2 is not None and s.r2 < s.reference_r2 - config.reference_margin:
-        failed.append("below the reference")
-    return failed
+    return failed_rules(s.r2, s.baseline_r2, s.reference_r2, config.r2_threshold,
+                        config.reference_margin)
 
 
 def _scores(s: TargetScore, audit: SyntheticAudit) -> str:

@@ -53,15 +53,20 @@ def target_names(store: Store, config: SyntheticConfig) -> list[str]:
 def budget(split: Split, names: Sequence[str], limit: int | None, seed: int) -> Split:
     """At most `limit` rows of `split` with at least one known target, drawn with `seed`
     and kept in store order (sequential reads from the memory-mapped shards)."""
-    known = np.zeros(len(split), bool)
-    for name in names:
-        known |= ~np.isnan(split.labels[name])
-    at = np.flatnonzero(known)
+    at = np.flatnonzero(known_rows(split, names))
     if limit is not None and len(at) > limit:
         at = np.sort(np.random.default_rng(seed).choice(at, limit, replace=False))
     return replace(split, rows=split.rows.take(at), shard_ids=split.shard_ids[at],
                    shard_rows=split.shard_rows[at], metadata=split.metadata[at],
                    labels={name: y[at] for name, y in split.labels.items()})
+
+
+def known_rows(split: Split, names: Sequence[str]) -> np.ndarray:
+    """[n] bool: the rows of `split` with a known value of any of `names`."""
+    known = np.zeros(len(split), bool)
+    for name in names:
+        known |= ~np.isnan(split.labels[name])
+    return known
 
 
 def target_specs(train: Split, val: Split, names: Sequence[str], min_known: int
